@@ -1,0 +1,296 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { openCache } from './lib/cache';
+import { ResolvedConfig, customSchema, functionSchema, resolveConfig } from './lib/config';
+import { isTorchError, TorchError } from './lib/errors';
+import { findInterpreter } from './lib/interpreter';
+import { layOut, runInvocations } from './lib/invoke-local';
+import { PackageOutput, TorchFunction, packageTorchFunctions } from './lib/package-service';
+import { runProcess } from './lib/process';
+import { formatReport } from './lib/report';
+import { Reporter } from './lib/reporter';
+import { isPythonRuntime, targetPlatform } from './lib/target';
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type Serverless = any;
+
+interface PluginUtils {
+  log: any;
+  progress: any;
+  writeText: (text: string) => void;
+}
+
+interface FunctionConfig {
+  /** The deployed name the framework gives the function. */
+  name?: string;
+  handler?: string;
+  runtime?: string;
+  architecture?: string;
+  memorySize?: number | string;
+  timeout?: number | string;
+  image?: unknown;
+  layers?: unknown[];
+  environment?: Record<string, unknown>;
+  ephemeralStorageSize?: number | string;
+  package?: { individually?: boolean; artifact?: string; patterns?: string[] };
+  torch?: boolean;
+}
+
+/**
+ * The one place that touches the framework: it reads the service, runs the stages in lib/ and
+ * writes their results back (artifacts, layers, handler) at the end.
+ */
+class ServerlessTorch {
+  readonly hooks: Record<string, () => Promise<void>>;
+  readonly commands = {
+    torch: { type: 'entrypoint', lifecycleEvents: ['done'] },
+  };
+
+  private readonly serverless: Serverless;
+  private readonly options: Record<string, any>;
+  private readonly utils: PluginUtils;
+
+  constructor(serverless: Serverless, options: Record<string, any>, utils: PluginUtils) {
+    this.serverless = serverless;
+    this.options = options ?? {};
+    this.utils = utils;
+    const schema = serverless.configSchemaHandler;
+    if (schema?.defineCustomProperties) {
+      schema.defineCustomProperties({ type: 'object', properties: { torch: customSchema } });
+      schema.defineFunctionProperties('aws', { properties: functionSchema });
+    }
+    this.hooks = {
+      'before:package:createDeploymentArtifacts': () => this.guard(() => this.packageService()),
+      'before:package:function:package': () => this.guard(() => this.packageService(this.options.function)),
+      'before:invoke:local:invoke': () => this.guard(() => this.invokeLocal()),
+    };
+  }
+
+  /** Errors the user can fix become the framework's error class: one message, no stack trace. */
+  private async guard(step: () => Promise<void>): Promise<void> {
+    try {
+      await step();
+    } catch (error) {
+      if (isTorchError(error)) {
+        const UserError = this.serverless.classes.Error;
+        throw new UserError(`[${error.code}] ${error.message}`, error.code);
+      }
+      throw error;
+    }
+  }
+
+  private reporter(): Reporter & { done(): void } {
+    const { log, progress } = this.utils;
+    const bar = progress.get ? progress.get('serverless-torch') : progress.create({ message: 'serverless-torch' });
+    return {
+      progress: (message) => bar.notice(message),
+      info: (message) => log.info(message),
+      notice: (message) => log.notice(message),
+      warning: (message) => log.warning(message),
+      verbose: (message) => log.verbose(message),
+      done: () => bar.remove(),
+    };
+  }
+
+  private config(): ResolvedConfig {
+    return resolveConfig(this.serverless.service.custom?.torch, this.serverless.serviceDir);
+  }
+
+  private runtimeOf(fn: FunctionConfig): string | undefined {
+    return fn.runtime ?? this.serverless.service.provider.runtime;
+  }
+
+  /** Python functions that have not opted out; a function asking for torch on another runtime is a mistake. */
+  private torchFunctionNames(only?: string): string[] {
+    const service = this.serverless.service;
+    const names: string[] = only ? [only] : service.getAllFunctions();
+    return names.filter((name) => {
+      const fn: FunctionConfig = service.getFunction(name);
+      if (fn.torch !== undefined && typeof fn.torch !== 'boolean') {
+        throw new TorchError('TORCH_CONFIG_INVALID', `functions.${name}.torch is ${JSON.stringify(fn.torch)}, but it must be true or false.`);
+      }
+      if (fn.image || fn.torch === false) return false;
+      const runtime = this.runtimeOf(fn);
+      if (!isPythonRuntime(runtime)) {
+        if (fn.torch === true) targetPlatform(String(runtime), 'x86_64');
+        return false;
+      }
+      return true;
+    });
+  }
+
+  private packager(): any {
+    const plugin = this.serverless.pluginManager.plugins.find(
+      (candidate: any) => typeof candidate.resolveFilePathsFunction === 'function' && typeof candidate.resolveFilePathsAll === 'function',
+    );
+    if (!plugin) throw new Error('The framework\'s Package plugin was not found: this serverless version is not supported');
+    return plugin;
+  }
+
+  private async describeFunctions(names: string[]): Promise<TorchFunction[]> {
+    const service = this.serverless.service;
+    const packager = this.packager();
+    let serviceFiles: string[] | null = null;
+    const described: TorchFunction[] = [];
+    for (const name of names) {
+      const fn: FunctionConfig = service.getFunction(name);
+      if (fn.package?.artifact && !fn.package.artifact.includes(`${path.sep}.serverless${path.sep}`)) {
+        throw new TorchError(
+          'TORCH_CUSTOM_ARTIFACT',
+          `functions.${name}.package.artifact is "${fn.package.artifact}", but serverless-torch builds the package of ` +
+            'torch functions itself (to add the handler shim). Remove package.artifact, or set "torch: false" on the function.',
+        );
+      }
+      const individually = Boolean(service.package?.individually || fn.package?.individually);
+      let files: string[];
+      if (individually) {
+        files = await packager.resolveFilePathsFunction(name);
+      } else {
+        serviceFiles = serviceFiles ?? (await packager.resolveFilePathsAll());
+        files = serviceFiles!;
+      }
+      const provider = service.provider;
+      described.push({
+        name,
+        handler: String(fn.handler),
+        runtime: String(this.runtimeOf(fn)),
+        architecture: String(fn.architecture ?? provider.architecture ?? 'x86_64'),
+        memorySize: Number(fn.memorySize ?? provider.memorySize ?? 1024),
+        userLayers: fn.layers ?? provider.layers ?? [],
+        ephemeralStorageSize: fn.ephemeralStorageSize ? Number(fn.ephemeralStorageSize) : provider.ephemeralStorageSize ? Number(provider.ephemeralStorageSize) : null,
+        files,
+        artifactName: individually ? `${name}.zip` : `${service.service}-torch.zip`,
+      });
+    }
+    return described;
+  }
+
+  private async build(names: string[], outputDir: string): Promise<PackageOutput> {
+    const reporter = this.reporter();
+    try {
+      const config = this.config();
+      const functions = await this.describeFunctions(names);
+      return await packageTorchFunctions({ config, functions, outputDir, runner: runProcess, reporter });
+    } finally {
+      reporter.done();
+    }
+  }
+
+  /**
+   * Builds into a staging directory and moves the artifacts into .serverless/ only when every
+   * step succeeded, so a failed run never leaves something a later deploy would ship.
+   */
+  private async packageService(only?: string): Promise<void> {
+    const names = this.torchFunctionNames(only);
+    if (names.length === 0) return;
+    const serverlessDir = path.join(this.serverless.serviceDir, '.serverless');
+    const staging = path.join(serverlessDir, `.torch-staging-${randomBytes(4).toString('hex')}`);
+    let output: PackageOutput;
+    try {
+      output = await this.build(names, staging);
+      const moved = new Map<string, string>();
+      for (const file of fs.readdirSync(staging)) {
+        const final = path.join(serverlessDir, file);
+        fs.renameSync(path.join(staging, file), final);
+        moved.set(path.join(staging, file), final);
+      }
+      const finalPath = (staged: string) => moved.get(staged) ?? staged;
+      output = {
+        ...output,
+        functions: output.functions.map((fn) => ({ ...fn, artifact: finalPath(fn.artifact) })),
+        layers: output.layers.map((layer) => ({ ...layer, artifact: finalPath(layer.artifact) })),
+      };
+    } finally {
+      fs.rmSync(staging, { recursive: true, force: true });
+    }
+    this.applyToService(output, Boolean(only));
+    for (const fn of output.functions) this.utils.log.notice(formatReport(fn.report));
+  }
+
+  private applyToService(output: PackageOutput, singleFunction: boolean): void {
+    const service = this.serverless.service;
+    const naming = this.serverless.getProvider('aws').naming;
+    if (!singleFunction) {
+      service.layers = service.layers ?? {};
+      for (const layer of output.layers) {
+        service.layers[layer.name] = {
+          package: { artifact: layer.artifact },
+          description: layer.description,
+          compatibleRuntimes: [layer.runtime],
+          compatibleArchitectures: [layer.architecture],
+        };
+      }
+    }
+    for (const fn of output.functions) {
+      const config: FunctionConfig = service.getFunction(fn.name);
+      const userLayers = config.layers ?? service.provider.layers ?? [];
+      config.package = { ...(config.package ?? {}), artifact: fn.artifact };
+      config.handler = fn.handler;
+      config.environment = { ...(config.environment ?? {}), ...fn.environment };
+      config.layers = [...userLayers, ...fn.layers.map((name) => ({ Ref: naming.getLambdaLayerLogicalId(name) }))];
+      if (fn.ephemeralStorageSize !== null) config.ephemeralStorageSize = fn.ephemeralStorageSize;
+    }
+    if (singleFunction) {
+      this.utils.log.notice(
+        'deploy function updates the code and configuration only: the dependency layers stay those of the last ' +
+          'full deploy. Run "serverless deploy" when requirements or the torch version changed.',
+      );
+    }
+  }
+
+  private async invokeLocal(): Promise<void> {
+    const name: string = this.options.function;
+    if (!this.torchFunctionNames(name).length) return;
+    const service = this.serverless.service;
+    const fn: FunctionConfig = service.getFunction(name);
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-invoke-'));
+    try {
+      const output = await this.build([name], path.join(root, 'artifacts'));
+      const packaged = output.functions[0];
+      const target = targetPlatform(String(this.runtimeOf(fn)), String(fn.architecture ?? service.provider.architecture ?? 'x86_64'));
+      const interpreter = await findInterpreter(target, runProcess);
+      this.utils.log.verbose(`invoke local: ${interpreter.path} (Python ${interpreter.version}, ${interpreter.machine}) on the packaged artifacts in ${root}`);
+      const cache = openCache(this.config().cacheDir);
+      const layerZips = packaged.layers.map((layerName) => output.layers.find((layer) => layer.name === layerName)!.artifact);
+      const layout = await layOut({ root: path.join(root, 'lambda'), functionZip: packaged.artifact, layerZips, cache });
+      const environment: Record<string, string> = {};
+      for (const source of [service.provider.environment, fn.environment]) {
+        for (const [key, value] of Object.entries(source ?? {})) if (value !== undefined && value !== null) environment[key] = String(value);
+      }
+      for (const key of ['AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_LAMBDA_LOG_GROUP_NAME', 'AWS_LAMBDA_LOG_STREAM_NAME', 'AWS_PROFILE', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']) {
+        if (process.env[key]) environment[key] = process.env[key]!;
+      }
+      const started = Date.now();
+      const { outcomes, exitCode } = await runInvocations({
+        layout,
+        interpreter,
+        events: [this.options.data ?? ''],
+        environment,
+        functionName: fn.name ?? name,
+        memorySize: Number(fn.memorySize ?? service.provider.memorySize ?? 1024),
+        timeout: Number(fn.timeout ?? service.provider.timeout ?? 6),
+        handler: packaged.environment.SERVERLESS_TORCH_HANDLER,
+      });
+      this.utils.log.verbose(`invoke local: ${((Date.now() - started) / 1000).toFixed(1)} s including cold start`);
+      const outcome = outcomes[0];
+      if (outcome?.result !== undefined || (outcome && 'result' in outcome)) {
+        this.utils.writeText(JSON.stringify(outcome.result, null, 4));
+      } else {
+        const failure = outcome?.error ?? outcome?.initError ?? {
+          errorType: 'Runtime.ExitError',
+          errorMessage: `The Python process exited with status ${exitCode} before answering`,
+        };
+        this.utils.writeText(JSON.stringify(failure, null, 4));
+        process.exitCode = 1;
+      }
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+    // The framework's own invoke would run the handler again, unpackaged (or in Docker for 3.12+).
+    await this.serverless.pluginManager.spawn('torch', { terminateLifecycleAfterExecution: true });
+  }
+}
+
+export = ServerlessTorch;

@@ -1,0 +1,64 @@
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** Stable short digest of everything that changes a cached result. */
+export function cacheKey(parts: unknown): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
+}
+
+export interface CacheLayout {
+  root: string;
+  /** Finished entries, each renamed into place whole. */
+  entry(kind: 'trees' | 'artifacts', key: string): string;
+  /** A fresh work directory on the same file system, so finished work can be renamed in. */
+  workDir(label: string): string;
+}
+
+const STALE_WORK_MS = 6 * 60 * 60 * 1000;
+
+export function openCache(root: string): CacheLayout {
+  fs.mkdirSync(path.join(root, 'tmp'), { recursive: true });
+  // Work directories of runs that were killed are never read (entries appear only by rename);
+  // clear old ones so they do not pile up.
+  for (const name of fs.readdirSync(path.join(root, 'tmp'))) {
+    const dir = path.join(root, 'tmp', name);
+    try {
+      if (Date.now() - fs.statSync(dir).mtimeMs > STALE_WORK_MS) fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // another run removed it
+    }
+  }
+  return {
+    root,
+    entry: (kind, key) => path.join(root, kind, key),
+    workDir: (label) => {
+      const dir = path.join(root, 'tmp', `${label}-${process.pid}-${randomBytes(4).toString('hex')}`);
+      fs.mkdirSync(dir, { recursive: true });
+      return dir;
+    },
+  };
+}
+
+/**
+ * Moves a finished work directory into place as a cache entry. When another process finished
+ * the same entry first, theirs is kept and ours discarded: both hold the same content.
+ */
+export function commitEntry(workDir: string, entryDir: string): void {
+  fs.mkdirSync(path.dirname(entryDir), { recursive: true });
+  try {
+    fs.renameSync(workDir, entryDir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+export function readEntryJson<T>(entryDir: string, file: string): T | null {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(entryDir, file), 'utf8')) as T;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,215 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openCache } from './cache';
+import { ResolvedConfig } from './config';
+import { DependencyTree, buildDependencyTree } from './dependency-tree';
+import { TorchError } from './errors';
+import { collectFunctionContents, FunctionContents, HANDLER_ENV, SHIM_HANDLER, writeFunctionPackage } from './function-package';
+import { MAX_LAYERS, UNZIPPED_LIMIT, DEFAULT_TMP_MB, ephemeralStorageNeeded } from './layer-plan';
+import { BuiltLayers, buildLayers } from './layers';
+import { inspectModel, ModelManifest } from './model';
+import { Runner } from './process';
+import { Reporter } from './reporter';
+import { readRequirements } from './requirements';
+import { TargetPlatform, targetId, targetPlatform } from './target';
+
+/** A torch function as the plugin reads it from serverless.yml. */
+export interface TorchFunction {
+  name: string;
+  handler: string;
+  runtime: string;
+  architecture: string;
+  memorySize: number;
+  /** Layers the user already attaches (function or provider level). */
+  userLayers: unknown[];
+  ephemeralStorageSize: number | null;
+  /** Files the framework's packager selected, relative to the service directory. */
+  files: string[];
+  /** Name of the zip: functions packaged together share one. */
+  artifactName: string;
+}
+
+export interface LayerOutput {
+  /** Key in service.layers. */
+  name: string;
+  artifact: string;
+  runtime: string;
+  architecture: string;
+  description: string;
+  bytes: number;
+  unzippedBytes: number;
+}
+
+export interface FunctionOutput {
+  name: string;
+  artifact: string;
+  handler: string;
+  environment: Record<string, string>;
+  layers: string[];
+  ephemeralStorageSize: number | null;
+  report: FunctionReport;
+}
+
+export interface FunctionReport {
+  functionName: string;
+  target: string;
+  torch: { version: string; wheel: string };
+  code: { unzippedBytes: number; zippedBytes: number };
+  model: { bytes: number; loader: string };
+  layers: { name: string; role: string; unzippedBytes: number; zippedBytes: number }[];
+  totalUnzippedBytes: number;
+  tmpBytes: number;
+  ephemeralStorageSize: number;
+}
+
+export interface PackageOutput {
+  functions: FunctionOutput[];
+  layers: LayerOutput[];
+  trees: DependencyTree[];
+}
+
+function checkLayerCount(fn: TorchFunction, ours: number): void {
+  if (fn.userLayers.length + ours <= MAX_LAYERS) return;
+  throw new TorchError(
+    'TORCH_TOO_MANY_LAYERS',
+    `Function "${fn.name}" already has ${fn.userLayers.length} layers; serverless-torch needs ${ours} more ` +
+      `and Lambda allows ${MAX_LAYERS} in all. Remove ${fn.userLayers.length + ours - MAX_LAYERS} of its layers ` +
+      '(their Python packages can go in requirements.txt instead).',
+  );
+}
+
+function layerName(target: TargetPlatform, role: string): string {
+  const python = target.pythonVersion.replace('.', '');
+  const arch = target.architecture === 'arm64' ? 'Arm64' : 'X8664';
+  return `torch${role === 'deps' ? 'Deps' : 'Packed'}Py${python}${arch}`;
+}
+
+/**
+ * Builds everything a deploy of the torch functions needs, into `outputDir`. Nothing here touches
+ * the framework: the plugin class writes the result back into the service in one place.
+ */
+export async function packageTorchFunctions(options: {
+  config: ResolvedConfig;
+  functions: TorchFunction[];
+  outputDir: string;
+  runner: Runner;
+  reporter: Reporter;
+}): Promise<PackageOutput> {
+  const { config, functions, outputDir, runner, reporter } = options;
+  const model: ModelManifest = await inspectModel(config.model);
+  reporter.verbose(`Model ${model.path}: ${model.loader} loader${model.factory ? ` with factory ${model.factory}` : ''}, sha256 ${model.sha256.slice(0, 12)}…`);
+  const requirements = readRequirements(config.requirementsPath, config.torchVersion);
+  if (!requirements.torchSpecifier) {
+    reporter.warning('torch is not pinned (requirements.txt or custom.torch.torchVersion): the version first resolved stays cached until the requirements change. Pin it, e.g. torch==2.13.0.');
+  }
+  const cache = openCache(config.cacheDir);
+
+  // Check every function before the long work, so a mistake is reported in seconds.
+  const contentsByArtifact = new Map<string, FunctionContents>();
+  const targets = new Map<string, TargetPlatform>();
+  for (const fn of functions) {
+    const target = targetPlatform(fn.runtime, fn.architecture);
+    targets.set(targetId(target), target);
+    checkLayerCount(fn, 1);
+    if (!contentsByArtifact.has(fn.artifactName)) {
+      const sharing = functions.filter((other) => other.artifactName === fn.artifactName);
+      contentsByArtifact.set(
+        fn.artifactName,
+        collectFunctionContents({
+          serviceDir: config.serviceDir,
+          files: fn.files,
+          model,
+          handlers: sharing.map((other) => ({ functionName: other.name, handler: other.handler })),
+          reporter,
+        }),
+      );
+    }
+  }
+
+  const trees = new Map<string, DependencyTree>();
+  for (const [id, target] of targets) {
+    trees.set(id, await buildDependencyTree({ config, target, requirements, cache, runner, reporter }));
+  }
+
+  fs.mkdirSync(outputDir, { recursive: true });
+  const zipped = new Map<string, { path: string; bytes: number }>();
+  for (const [artifactName, contents] of contentsByArtifact) {
+    reporter.progress(`Zipping function package ${artifactName}`);
+    const result = await writeFunctionPackage(path.join(outputDir, artifactName), contents);
+    zipped.set(artifactName, { path: result.path, bytes: result.bytes });
+  }
+
+  const layerOutputs = new Map<string, LayerOutput>();
+  const builtByTarget = new Map<string, BuiltLayers>();
+  const outputs: FunctionOutput[] = [];
+  for (const fn of functions) {
+    const target = targetPlatform(fn.runtime, fn.architecture);
+    const id = targetId(target);
+    const tree = trees.get(id)!;
+    const contents = contentsByArtifact.get(fn.artifactName)!;
+    const largestFunction = Math.max(
+      ...functions.filter((other) => targetId(targetPlatform(other.runtime, other.architecture)) === id).map((other) => contentsByArtifact.get(other.artifactName)!.unzippedBytes),
+    );
+    let built = builtByTarget.get(id);
+    if (!built) {
+      built = await buildLayers({ tree, functionBytes: largestFunction, cache, reporter });
+      builtByTarget.set(id, built);
+      for (const layer of built.layers) {
+        const name = layerName(target, layer.role);
+        const artifact = path.join(outputDir, `${name}.zip`);
+        fs.copyFileSync(layer.path, artifact);
+        layerOutputs.set(name, {
+          name,
+          artifact,
+          runtime: target.runtime,
+          architecture: target.architecture,
+          description: `${layer.role === 'deps' ? 'Dependencies' : 'Compressed dependencies'} of torch ${tree.torch.version} for ${target.runtime} ${target.architecture} (serverless-torch)`,
+          bytes: layer.bytes,
+          unzippedBytes: layer.unzippedBytes,
+        });
+        reporter.verbose(
+          `Layer ${name}: ${layer.role === 'deps' ? `${built.uncompressedBytes} bytes of files under /opt/python` : `archive of ${built.compressedBytes} bytes unpacked to /tmp at cold start${built.libraries.length ? `, preloading ${built.libraries.join(', ')}` : ''}`}`,
+        );
+      }
+    }
+    const ourLayers = built.layers.map((layer) => layerName(target, layer.role));
+    checkLayerCount(fn, ourLayers.length);
+    const layerUnzipped = built.layers.reduce((sum, layer) => sum + layer.unzippedBytes, 0);
+    const totalUnzipped = contents.unzippedBytes + layerUnzipped;
+    if (totalUnzipped > UNZIPPED_LIMIT) {
+      throw new TorchError(
+        'TORCH_PACKAGE_TOO_LARGE',
+        `Function "${fn.name}" comes to ${totalUnzipped} bytes unzipped with its layers, over Lambda's ${UNZIPPED_LIMIT}: ` +
+          `its own package is ${contents.unzippedBytes} bytes (model ${contents.modelBytes}). Make the function package smaller ` +
+          '(package.patterns), shrink the model, or deploy a container image.',
+      );
+    }
+    let ephemeralStorageSize = fn.ephemeralStorageSize;
+    const needed = ephemeralStorageNeeded(built.tmpBytes);
+    if (needed > (fn.ephemeralStorageSize ?? DEFAULT_TMP_MB)) {
+      reporter.notice(`Function "${fn.name}": /tmp set to ${needed} MB (ephemeralStorageSize): the compressed dependencies unpack to ${Math.ceil(built.tmpBytes / 1048576)} MiB there at cold start.`);
+      ephemeralStorageSize = needed;
+    }
+    const zip = zipped.get(fn.artifactName)!;
+    outputs.push({
+      name: fn.name,
+      artifact: zip.path,
+      handler: SHIM_HANDLER,
+      environment: { [HANDLER_ENV]: fn.handler },
+      layers: ourLayers,
+      ephemeralStorageSize,
+      report: {
+        functionName: fn.name,
+        target: `${target.runtime} ${target.architecture}`,
+        torch: tree.torch,
+        code: { unzippedBytes: contents.unzippedBytes, zippedBytes: zip.bytes },
+        model: { bytes: contents.modelBytes, loader: model.loader },
+        layers: built.layers.map((layer) => ({ name: layerName(target, layer.role), role: layer.role, unzippedBytes: layer.unzippedBytes, zippedBytes: layer.bytes })),
+        totalUnzippedBytes: totalUnzipped,
+        tmpBytes: built.tmpBytes,
+        ephemeralStorageSize: ephemeralStorageSize ?? DEFAULT_TMP_MB,
+      },
+    });
+  }
+  return { functions: outputs, layers: [...layerOutputs.values()], trees: [...trees.values()] };
+}

@@ -1,0 +1,17 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+function findPackageJson(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'package.json');
+    if (fs.existsSync(candidate)) return candidate;
+    if (path.dirname(dir) === dir) throw new Error('package.json of serverless-torch not found');
+  }
+}
+
+const packageRoot = path.dirname(findPackageJson());
+
+export const PLUGIN_VERSION: string = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).version;
+
+/** The Python package copied into every torch function. */
+export const SHIM_DIR = path.join(packageRoot, 'python', 'serverless_torch');

@@ -1,0 +1,197 @@
+"""Lambda handler: `serverless_torch.shim.handler`.
+
+Importing this module is the function's init phase: it unpacks the compressed
+dependencies, imports torch, loads the model once and imports the user's handler,
+so that every invocation only runs `user_handler(event, context, model)`.
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+import warnings
+from typing import Any, Callable, Dict, Optional
+
+from serverless_torch import unpack as _unpack
+
+MB_PER_VCPU = 1769
+
+
+class InitError(RuntimeError):
+    """The packaged function is inconsistent; `code` names the failure."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super(InitError, self).__init__(message)
+        self.code = code
+
+
+def torch_threads(memory_mb: Optional[str], cpus: int) -> int:
+    """Lambda grants one vCPU per 1,769 MB; more threads than that only contend."""
+    try:
+        by_memory = max(1, int(round(int(memory_mb or "") / float(MB_PER_VCPU))))
+    except ValueError:
+        return cpus
+    return min(by_memory, cpus)
+
+
+def _put_after_task_root(path: str, task_root: str) -> None:
+    root = os.path.abspath(task_root)
+    for i, entry in enumerate(sys.path):
+        if entry and os.path.abspath(entry) == root:
+            sys.path.insert(i + 1, path)
+            break
+    else:
+        sys.path.insert(0, path)
+    importlib.invalidate_caches()
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                return digest.hexdigest()
+            digest.update(block)
+
+
+def _weights_only_load(torch: Any, path: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, TypeError) as e:
+        # Legacy (non-zip) checkpoints, and torch < 2.1, cannot be memory-mapped.
+        if "mmap" not in str(e):
+            raise
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _factory(spec: Any) -> Callable[[], Any]:
+    module_name, _, attr = (spec or "").partition(":")
+    if not module_name or not attr:
+        raise InitError(
+            "TORCH_BAD_FACTORY",
+            "model factory %r is not of the form 'package.module:function'" % (spec,),
+        )
+    target: Any = importlib.import_module(module_name)
+    for name in attr.split("."):
+        target = getattr(target, name)
+    return target
+
+
+def load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> Any:
+    """The model described by manifest.json, checked against its packaging digest."""
+    if not model:
+        return None
+    path = os.path.join(task_root, model["path"])
+    got = _sha256(path)
+    if got != model["sha256"]:
+        raise InitError(
+            "TORCH_MODEL_CHANGED",
+            "model file %s changed since packaging: expected sha256 %s, got %s; "
+            "package the function again" % (path, model["sha256"], got),
+        )
+    loader = model["loader"]
+    if loader == "torchscript":
+        return torch.jit.load(path, map_location="cpu").eval()
+    if loader == "weights":
+        return _weights_only_load(torch, path)
+    if loader == "state_dict":
+        factory = _factory(model.get("factory"))
+        module = factory()
+        if not isinstance(module, torch.nn.Module):
+            raise InitError(
+                "TORCH_BAD_FACTORY",
+                "model factory %s returned %s, not a torch.nn.Module"
+                % (model.get("factory"), type(module).__name__),
+            )
+        module.load_state_dict(_weights_only_load(torch, path))
+        return module.eval()
+    if loader == "pickle":
+        # Full unpickling runs code from the file; the user opted in, and the digest
+        # above proves the file is the one they packaged.
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+        return obj.eval() if isinstance(obj, torch.nn.Module) else obj
+    raise InitError("TORCH_BAD_LOADER", "unknown model loader %r in manifest.json" % (loader,))
+
+
+def import_handler(spec: Optional[str]) -> Callable[..., Any]:
+    """The user's function from a Lambda-style handler string, `dir/module.function`."""
+    if not spec or "." not in spec:
+        raise InitError(
+            "TORCH_NO_HANDLER",
+            "SERVERLESS_TORCH_HANDLER is %r; it must name the function's handler as "
+            "'module.function'" % (spec,),
+        )
+    module_path, _, name = spec.rpartition(".")
+    module = importlib.import_module(module_path.replace("/", "."))
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise InitError(
+            "TORCH_NO_HANDLER",
+            "handler %r: module %s has no function %r" % (spec, module.__name__, name),
+        )
+    return fn
+
+
+def _init() -> Any:
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or "/var/task"
+    opt_dir = os.environ.get("SERVERLESS_TORCH_OPT_DIR") or "/opt"
+    tmp_dir = os.environ.get("SERVERLESS_TORCH_TMP_DIR") or "/tmp"
+
+    deps = _unpack.read_deps(opt_dir)
+    unpacked = _unpack.unpack(opt_dir, tmp_dir, deps)
+    if unpacked and deps is not None:
+        _put_after_task_root(unpacked, task_root)
+        _unpack.load_libraries(unpacked, deps)
+    stats = _unpack.last_unpack
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # CPU wheels import without NumPy; the warning would only be noise in every cold start.
+        warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+        import torch
+    threads = torch_threads(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), _unpack.usable_cpus())
+    torch.set_num_threads(threads)
+    imported = time.perf_counter()
+
+    with open(os.path.join(task_root, "serverless_torch", "manifest.json"), "rb") as f:
+        manifest = json.loads(f.read().decode("utf-8"))
+    if manifest.get("format") != 1:
+        raise InitError(
+            "TORCH_BAD_MANIFEST",
+            "manifest.json format %r is not supported by this shim (format 1)" % (manifest.get("format"),),
+        )
+    model = load_model(torch, task_root, manifest.get("model"))
+    loaded = time.perf_counter()
+
+    fn = import_handler(os.environ.get("SERVERLESS_TORCH_HANDLER"))
+
+    if not unpacked:
+        unpack_note = "none"
+    elif stats["skipped"]:
+        unpack_note = "reused %s" % unpacked
+    else:
+        unpack_note = "%.2f s (%.1f MiB, %d files, threads %d)" % (
+            stats["seconds"], stats["bytes"] / 2.0 ** 20, stats["files"], stats["workers"])
+    print(
+        "serverless-torch init: unpack %s | import torch %.2f s | model load %.2f s (%s) | torch threads %d"
+        % (
+            unpack_note,
+            imported - started,
+            loaded - imported,
+            (manifest.get("model") or {}).get("loader", "no model"),
+            threads,
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
+    return model, fn
+
+
+MODEL, _user_handler = _init()
+
+
+def handler(event: Any, context: Any) -> Any:
+    return _user_handler(event, context, MODEL)

@@ -1,0 +1,235 @@
+"""Fixtures shared by the Python tests: zip archives, a fake torch and packaged functions."""
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+import warnings
+import zipfile
+
+PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serverless_torch")
+INVOKE_LOCAL = os.path.join(PACKAGE_DIR, "invoke_local.py")
+KEY = "0123456789abcdef"
+
+
+def write(path, text, mode=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(text))
+    if mode is not None:
+        os.chmod(path, mode)
+
+
+def zip_member(name, data, mode=0o644, kind=stat.S_IFREG):
+    """A (ZipInfo, bytes) pair with Unix attributes, as the packager writes them."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.create_system = 3
+    # No Unix bits at all, as a zip made on Windows has (0x20: the MS-DOS archive flag).
+    info.external_attr = ((kind | mode) << 16) if mode is not None else 0x20
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info, data if isinstance(data, bytes) else data.encode("utf-8")
+
+
+def make_zip(path, members):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate names are made on purpose
+        for info, data in members:
+            zf.writestr(info, data)
+
+
+def write_deps(opt_dir, **fields):
+    deps = {"format": 1, "key": KEY, "unpackedBytes": 0, "archives": [], "chunked": {},
+            "libraries": [], "optRoot": "python"}
+    deps.update(fields)
+    path = os.path.join(opt_dir, "serverless-torch", "deps.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(deps, f)
+    return deps
+
+
+FAKE_TORCH = {
+    "torch/__init__.py": '''
+        import json
+        import pickle
+        import warnings
+
+        # The real CPU wheel says this at import time when NumPy is absent.
+        warnings.warn("Failed to initialize NumPy: No module named 'numpy'", UserWarning)
+
+        num_threads = None
+        calls = []
+
+
+        def set_num_threads(n):
+            global num_threads
+            num_threads = n
+
+
+        def load(path, map_location=None, weights_only=None, mmap=None):
+            calls.append({"fn": "load", "map_location": map_location,
+                          "weights_only": weights_only, "mmap": mmap})
+            with open(path) as f:
+                saved = json.load(f)
+            if mmap and saved.get("legacy"):
+                raise RuntimeError("mmap can only be used with files saved with "
+                                   "`torch.save(_use_new_zipfile_serialization=True), ...")
+            if saved["kind"] == "module":
+                if weights_only:
+                    raise pickle.UnpicklingError("Weights only load failed")
+                module = nn.Module()
+                module.state = saved["state"]
+                return module
+            return saved["state"]
+
+
+        from torch import jit, nn  # noqa: E402
+    ''',
+    "torch/nn.py": '''
+        class Module(object):
+            def __init__(self):
+                self.training = True
+                self.state = None
+
+            def eval(self):
+                self.training = False
+                return self
+
+            def load_state_dict(self, state_dict):
+                self.state = dict(state_dict)
+    ''',
+    "torch/jit.py": '''
+        import json
+
+        import torch
+        from torch import nn
+
+
+        class ScriptModule(nn.Module):
+            pass
+
+
+        def load(path, map_location=None):
+            torch.calls.append({"fn": "jit.load", "map_location": map_location})
+            module = ScriptModule()
+            with open(path) as f:
+                module.state = json.load(f)["state"]
+            return module
+    ''',
+}
+
+# Reports what the shim handed over, so tests can check it from outside the process.
+REPORTING_HANDLER = '''
+    import os
+    import sys
+
+    import torch
+
+    LAST = None
+
+
+    def handle(event, context, model):
+        global LAST
+        if event.get("print"):
+            print(event["print"])
+        if event.get("raise"):
+            LAST = ValueError("bad input: %s" % event["raise"])
+            raise LAST
+        if event.get("unserialisable"):
+            return {"a set": {1, 2}}
+        return {
+            "event": event,
+            "model_type": type(model).__name__,
+            "training": getattr(model, "training", None),
+            "state": model.state if isinstance(model, torch.nn.Module) else model,
+            "threads": torch.num_threads,
+            "calls": torch.calls,
+            "sys_path": sys.path,
+            "cwd": os.getcwd(),
+            "shim_file": sys.modules["serverless_torch.shim"].__file__,
+            "context": {
+                "function_name": context.function_name,
+                "function_version": context.function_version,
+                "memory_limit_in_mb": context.memory_limit_in_mb,
+                "invoked_function_arn": context.invoked_function_arn,
+                "aws_request_id": context.aws_request_id,
+                "log_group_name": context.log_group_name,
+                "log_stream_name": context.log_stream_name,
+                "remaining": context.get_remaining_time_in_millis(),
+            },
+        }
+'''
+
+
+class FunctionCase(unittest.TestCase):
+    """A packaged function in a temporary directory: task root, /opt and /tmp."""
+
+    def setUp(self):
+        self.base = tempfile.mkdtemp(prefix="serverless-torch-test-")
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.task = os.path.join(self.base, "task")
+        self.opt = os.path.join(self.base, "opt")
+        self.tmp = os.path.join(self.base, "tmp")
+        os.makedirs(self.tmp)
+        shutil.copytree(PACKAGE_DIR, os.path.join(self.task, "serverless_torch"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for rel, text in FAKE_TORCH.items():
+            write(os.path.join(self.opt, "python", rel), text)
+        write(os.path.join(self.task, "handler.py"), REPORTING_HANDLER)
+
+    def package_model(self, loader, saved, factory=None, sha256=None, path="model/model.pt"):
+        data = json.dumps(saved).encode("utf-8")
+        model_path = os.path.join(self.task, path)
+        os.makedirs(os.path.dirname(model_path), exist_ok=True)
+        with open(model_path, "wb") as f:
+            f.write(data)
+        manifest = {"format": 1, "model": {
+            "path": path, "loader": loader, "factory": factory,
+            "sha256": sha256 or hashlib.sha256(data).hexdigest()}}
+        with open(os.path.join(self.task, "serverless_torch", "manifest.json"), "w") as f:
+            json.dump(manifest, f)
+
+    def env(self, **overrides):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "SERVERLESS_TORCH_", "PYTHON"))}
+        env.update({
+            "LAMBDA_TASK_ROOT": self.task,
+            "SERVERLESS_TORCH_OPT_DIR": self.opt,
+            "SERVERLESS_TORCH_TMP_DIR": self.tmp,
+            "SERVERLESS_TORCH_HANDLER": "handler.handle",
+            "AWS_LAMBDA_FUNCTION_NAME": "predict",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": "30",
+        })
+        for key, value in overrides.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
+    def invoke(self, events, **env):
+        """Runs invoke_local.py like the plugin does; returns (exit code, result lines, stdout, stderr)."""
+        results = os.path.join(self.base, "results.jsonl")
+        stdin = "".join((e if isinstance(e, str) else json.dumps(e)) + "\n" for e in events)
+        proc = subprocess.run(
+            ["/bin/sh", "-c", 'exec "$@" 3>"$0"', results, sys.executable, "-S", "-s", INVOKE_LOCAL],
+            input=stdin.encode("utf-8"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self.env(**env), timeout=120,
+        )
+        with open(results) as f:
+            lines = [json.loads(line) for line in f]
+        return proc.returncode, lines, proc.stdout.decode(), proc.stderr.decode()
+
+    def invoke_ok(self, events, **env):
+        code, lines, out, err = self.invoke(events, **env)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(lines), len(events), err)
+        return lines

@@ -1,0 +1,136 @@
+import { execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { pipEnv } from './wheel-index';
+
+export const REPO = path.resolve(__dirname, '..', '..', '..');
+export type Cli = 'serverless' | 'osls';
+export const CLIS: Cli[] = ['serverless', 'osls'];
+
+/** Shared by the tests of one run, so only the first packaging resolves and strips torch. */
+export const TEST_CACHE = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-test-cache-'));
+process.on('exit', () => fs.rmSync(TEST_CACHE, { recursive: true, force: true }));
+
+let installed: string | null = null;
+
+/**
+ * `npm pack`s the plugin and installs the tarball once, the way a user's project gets it;
+ * each service links to that install.
+ */
+export function installedPlugin(): string {
+  if (installed) return installed;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-install-'));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  const packOutput = execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: REPO, encoding: 'utf8' });
+  const tarball = path.join(dir, JSON.parse(packOutput)[0].filename);
+  fs.writeFileSync(path.join(dir, 'package.json'), '{"name":"plugin-install","version":"1.0.0","private":true}');
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--omit=dev', '--omit=peer', tarball], { cwd: dir, stdio: 'ignore' });
+  installed = path.join(dir, 'node_modules', 'serverless-torch');
+  return installed;
+}
+
+export interface ServiceOptions {
+  /** Files to write (relative path → content); they override the copied example. */
+  files?: Record<string, string | Buffer>;
+  /** Copy the example service first. @default true */
+  fromExample?: boolean;
+}
+
+/** A temporary service directory with the packed plugin installed. */
+export function makeService(options: ServiceOptions = {}): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-service-'));
+  if (options.fromExample !== false) {
+    fs.cpSync(path.join(REPO, 'example-service'), dir, { recursive: true, filter: (source) => !source.includes(`${path.sep}node_modules`) });
+  }
+  for (const [file, content] of Object.entries(options.files ?? {})) {
+    fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+    fs.writeFileSync(path.join(dir, file), content);
+  }
+  fs.mkdirSync(path.join(dir, 'node_modules'), { recursive: true });
+  fs.symlinkSync(installedPlugin(), path.join(dir, 'node_modules', 'serverless-torch'));
+  return dir;
+}
+
+export interface SlsResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI in a child process, with pip seeing only the indexes the service names. */
+export function runSls(cli: Cli, args: string[], cwd: string, extraEnv: Record<string, string> = {}): Promise<SlsResult> {
+  const bin = path.join(REPO, 'node_modules', cli, 'bin', 'serverless.js');
+  const env = {
+    ...pipEnv(),
+    SLS_TELEMETRY_DISABLED: '1',
+    SLS_TRACKING_DISABLED: '1',
+    SLS_NOTIFICATIONS_MODE: 'off',
+    SLS_DEPRECATION_DISABLE: '*',
+    AWS_ACCESS_KEY_ID: 'AKIAEXAMPLEEXAMPLE00',
+    AWS_SECRET_ACCESS_KEY: 'example-secret-key-that-never-reaches-aws',
+    AWS_REGION: 'us-east-1',
+    ...extraEnv,
+  };
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout.on('data', (chunk) => stdout.push(chunk));
+    child.stderr.on('data', (chunk) => stderr.push(chunk));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      resolve({ code: code ?? 1, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') }),
+    );
+  });
+}
+
+/** serverless.yml for tests: the example's shape with the local indexes and the shared cache. */
+export function serviceYaml(options: {
+  runtime?: string;
+  architecture?: string;
+  torchIndexUrl: string;
+  indexUrl: string;
+  model?: string;
+  extraCustom?: string;
+  functions?: string;
+  provider?: string;
+  packageSection?: string;
+}): string {
+  return [
+    'service: digits',
+    "frameworkVersion: '3'",
+    'plugins:',
+    '  - serverless-torch',
+    'provider:',
+    '  name: aws',
+    `  runtime: ${options.runtime ?? 'python3.11'}`,
+    `  architecture: ${options.architecture ?? 'x86_64'}`,
+    '  memorySize: 3008',
+    '  timeout: 30',
+    ...(options.provider ? [options.provider] : []),
+    'custom:',
+    '  torch:',
+    `    model: ${options.model ?? '{ path: model/model.pt, loader: state_dict, factory: "net:build" }'}`,
+    `    torchIndexUrl: ${options.torchIndexUrl}`,
+    `    indexUrl: ${options.indexUrl}`,
+    `    cacheDir: ${TEST_CACHE}`,
+    ...(options.extraCustom ? [options.extraCustom] : []),
+    options.packageSection ?? "package:\n  patterns:\n    - '!node_modules/**'\n    - '!data/**'\n    - '!train.py'\n    - '!package*.json'",
+    'functions:',
+    options.functions ?? '  predict:\n    handler: handler.predict\n  health:\n    handler: health.main\n    torch: false',
+    '',
+  ].join('\n');
+}
+
+/** Lists the members of a zip with Python's zipfile, independent of the plugin's reader. */
+export function zipMembers(zipPath: string): string[] {
+  const out = execFileSync('python3', ['-c', 'import sys, zipfile; print("\\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))', zipPath], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  return out.split('\n').filter(Boolean);
+}
+
+/** The last JSON value a command printed on stdout (invoke local prints the result last). */
+export function lastJson(stdout: string): unknown {
+  const start = stdout.lastIndexOf('\n{') >= 0 ? stdout.lastIndexOf('\n{') + 1 : stdout.indexOf('{');
+  return JSON.parse(stdout.slice(start));
+}
