@@ -61,6 +61,8 @@ function mixedBytes(size: number): Buffer {
 }
 
 describe('zip', function () {
+  // Some tests zip tens of megabytes or tens of thousands of entries on a 2-core machine.
+  this.timeout(120_000);
   let dir: string;
 
   beforeEach(() => {
@@ -320,6 +322,32 @@ with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
     assert.deepEqual(fs.readdirSync(dir), []);
   });
 
+  it('byte ranges of one file become members that put it back together', async function () {
+    const content = mixedBytes(3 * 1024 * 1024 + 555);
+    const source = file('libhuge.so', content);
+    const cut = [0, 1_000_000, 1_000_001, 2_500_000, content.length];
+    const entries: ZipEntry[] = cut.slice(1).map((end, i) => ({
+      name: `.parts/libhuge.so.${i}`,
+      source: { path: source, start: cut[i], end },
+    }));
+    const result = await writeZip(path.join(dir, 'parts.zip'), entries);
+    const parts = await Promise.all(entries.map((e) => readZipEntry(result.path, e.name)));
+    assert.deepEqual(
+      parts.map((p) => p.length),
+      [1_000_000, 1, 1_499_999, content.length - 2_500_000],
+    );
+    assert.ok(Buffer.concat(parts).equals(content));
+    await assert.rejects(
+      writeZip(path.join(dir, 'short.zip'), [{ name: 'x', source: { path: source, start: 0, end: content.length + 1 } }]),
+      /fewer than/,
+    );
+    await assert.rejects(
+      writeZip(path.join(dir, 'short.zip'), [{ name: 'x', source: { path: source, start: 5, end: 4 } }]),
+      { code: 'ERR_ASSERTION' },
+    );
+    assert.ok(!fs.existsSync(path.join(dir, 'short.zip')));
+  });
+
   it('an empty entry list gives a valid empty zip', async function () {
     const result = await writeZip(path.join(dir, 'empty.zip'), []);
     assert.equal(result.bytes, 22);
@@ -427,6 +455,7 @@ with zipfile.ZipFile(sys.argv[1]) as z:
   // Writes over 4 GiB to disk, so only on request: ZIP_TEST_HUGE=1.
   it('members and offsets beyond 4 GiB use zip64 fields', async function () {
     if (!process.env.ZIP_TEST_HUGE) this.skip();
+    this.timeout(900_000);
     const size = 4 * 1024 ** 3 + 1000;
     const sparse = path.join(dir, 'sparse.bin');
     const fd = fs.openSync(sparse, 'w');
