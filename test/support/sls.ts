@@ -56,19 +56,23 @@ export interface SlsResult {
   code: number;
   stdout: string;
   stderr: string;
+  /** What the CLI asked of (stubbed) AWS, in order. */
+  awsRequests: { service: string; method: string; params: any }[];
 }
 
 /** Runs the real CLI in a child process, with pip seeing only the indexes the service names. */
 export function runSls(cli: Cli, args: string[], cwd: string, extraEnv: Record<string, string> = {}): Promise<SlsResult> {
   const bin = path.join(REPO, 'node_modules', cli, 'bin', 'serverless.js');
+  const awsLog = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'aws-stub-')), 'requests.jsonl');
   const env = {
     ...pipEnv(),
+    NODE_OPTIONS: `--require ${path.join(__dirname, 'aws-stub.js')}`,
+    SERVERLESS_TORCH_AWS_CLI: cli,
+    SERVERLESS_TORCH_AWS_LOG: awsLog,
     SLS_TELEMETRY_DISABLED: '1',
     SLS_TRACKING_DISABLED: '1',
     SLS_NOTIFICATIONS_MODE: 'off',
     SLS_DEPRECATION_DISABLE: '*',
-    AWS_ACCESS_KEY_ID: 'AKIAEXAMPLEEXAMPLE00',
-    AWS_SECRET_ACCESS_KEY: 'example-secret-key-that-never-reaches-aws',
     AWS_REGION: 'us-east-1',
     ...extraEnv,
   };
@@ -79,14 +83,19 @@ export function runSls(cli: Cli, args: string[], cwd: string, extraEnv: Record<s
     child.stdout.on('data', (chunk) => stdout.push(chunk));
     child.stderr.on('data', (chunk) => stderr.push(chunk));
     child.on('error', reject);
-    child.on('close', (code) =>
-      resolve({ code: code ?? 1, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') }),
-    );
+    child.on('close', (code) => {
+      const awsRequests = fs.existsSync(awsLog)
+        ? fs.readFileSync(awsLog, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line))
+        : [];
+      resolve({ code: code ?? 1, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), awsRequests });
+    });
   });
 }
 
 /** serverless.yml for tests: the example's shape with the local indexes and the shared cache. */
 export function serviceYaml(options: {
+  /** osls 4 is the maintained v3 line under a new major version. @default '>=3' */
+  frameworkVersion?: string;
   runtime?: string;
   architecture?: string;
   torchIndexUrl: string;
@@ -99,7 +108,7 @@ export function serviceYaml(options: {
 }): string {
   return [
     'service: digits',
-    "frameworkVersion: '3'",
+    `frameworkVersion: '${options.frameworkVersion ?? '>=3'}'`,
     'plugins:',
     '  - serverless-torch',
     'provider:',
@@ -123,9 +132,19 @@ export function serviceYaml(options: {
   ].join('\n');
 }
 
-/** Lists the members of a zip with Python's zipfile, independent of the plugin's reader. */
-export function zipMembers(zipPath: string): string[] {
-  const out = execFileSync('python3', ['-c', 'import sys, zipfile; print("\\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))', zipPath], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+/**
+ * Lists the members of a zip with Python's zipfile, independent of the plugin's reader; with
+ * `nested`, also the members of zips stored inside it (the compressed dependency archive).
+ */
+export function zipMembers(zipPath: string, nested = false): string[] {
+  const script = `import io, sys, zipfile
+outer = zipfile.ZipFile(sys.argv[1])
+for name in outer.namelist():
+    print(name)
+    if sys.argv[2] == "1" and name.endswith(".zip"):
+        for inner in zipfile.ZipFile(io.BytesIO(outer.read(name))).namelist():
+            print(inner)`;
+  const out = execFileSync('python3', ['-c', script, zipPath, nested ? '1' : '0'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   return out.split('\n').filter(Boolean);
 }
 
