@@ -171,6 +171,19 @@ for info in zipfile.ZipFile(sys.argv[1]).infolist():
     }
   });
 
+  it('deploy function ships the same shimmed zip as a full package', async () => {
+    const packaged = sha256(path.join(service, '.serverless', 'digits-torch.zip'));
+    const result = await runSls('serverless', ['deploy', 'function', '-f', 'predict'], service);
+    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    const upload = result.awsRequests.find((request) => request.method === 'updateFunctionCode');
+    assert.ok(upload, `no code upload among ${result.awsRequests.map((request) => request.method).join(', ')}`);
+    assert.equal(sha256(upload.params.ZipFile.savedTo), packaged);
+    const configuration = result.awsRequests.find((request) => request.method === 'updateFunctionConfiguration');
+    assert.equal(configuration?.params.Handler, 'serverless_torch.shim.handler');
+    assert.equal(configuration?.params.Environment.Variables.SERVERLESS_TORCH_HANDLER, 'handler.predict');
+    assert.match(result.stdout + result.stderr, /dependency layers stay those of the last full deploy/);
+  });
+
   it('osls packages the same service into the same artifacts', async () => {
     const other = makeService({ files: { 'serverless.yml': serviceYaml({ torchIndexUrl: index.torchUrl, indexUrl: index.simpleUrl }) } });
     try {
