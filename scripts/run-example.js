@@ -56,6 +56,17 @@ async function main() {
   } else {
     log(`${TORCH_INDEX} answers: packaging with the service's own settings.`);
   }
+  if (!hasAwsCredentials()) {
+    // The framework asks CloudFormation, while packaging, whether each layer is already
+    // deployed (to reuse its upload). The example never deploys, so with no credentials that
+    // one question is answered "no stack yet" by the stub the tests use.
+    env = {
+      ...env,
+      NODE_OPTIONS: `${env.NODE_OPTIONS ? `${env.NODE_OPTIONS} ` : ''}--require ${path.join(REPO, 'dist', 'test', 'support', 'aws-stub.js')}`,
+      SERVERLESS_TORCH_AWS_CLI: 'serverless',
+    };
+    log('No AWS credentials here: AWS is answered by a local stub (no stack deployed yet); nothing is sent to AWS.');
+  }
 
   await serverless(['package'], copy, env);
   const output = await serverless(['invoke', 'local', '-f', 'predict', '-p', 'event.json'], copy, env, true);
@@ -123,6 +134,12 @@ function loadFixtureModule() {
  * Point the copy at the local index. The store holds only a CPython 3.11 torch, so
  * the runtime must be python3.11 for pip to find a wheel at all.
  */
+function hasAwsCredentials() {
+  if (process.env.AWS_ACCESS_KEY_ID || process.env.AWS_PROFILE) return true;
+  const home = os.homedir();
+  return ['credentials', 'config'].some((name) => fs.existsSync(path.join(home, '.aws', name)));
+}
+
 function rewriteForOffline(file, wheelIndex) {
   // The framework's own YAML parser, resolved the way the framework resolves it.
   const yaml = require(require.resolve('js-yaml', { paths: [path.dirname(require.resolve(SERVERLESS))] }));
