@@ -247,10 +247,11 @@ class ServerlessTorch {
     const fn: FunctionConfig = service.getFunction(name);
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-invoke-'));
     try {
-      const output = await this.build([name], path.join(root, 'artifacts'));
-      const packaged = output.functions[0];
+      // The interpreter first: without one, packaging would be wasted time.
       const target = targetPlatform(String(this.runtimeOf(fn)), String(fn.architecture ?? service.provider.architecture ?? 'x86_64'));
       const interpreter = await findInterpreter(target, runProcess);
+      const output = await this.build([name], path.join(root, 'artifacts'));
+      const packaged = output.functions[0];
       this.utils.log.verbose(`invoke local: ${interpreter.path} (Python ${interpreter.version}, ${interpreter.machine}) on the packaged artifacts in ${root}`);
       const cache = openCache(this.config().cacheDir);
       const layerZips = packaged.layers.map((layerName) => output.layers.find((layer) => layer.name === layerName)!.artifact);

@@ -171,19 +171,6 @@ for info in zipfile.ZipFile(sys.argv[1]).infolist():
     }
   });
 
-  it('deploy function ships the same shimmed zip as a full package', async () => {
-    const packaged = sha256(path.join(service, '.serverless', 'digits-torch.zip'));
-    const result = await runSls('serverless', ['deploy', 'function', '-f', 'predict'], service);
-    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
-    const upload = result.awsRequests.find((request) => request.method === 'updateFunctionCode');
-    assert.ok(upload, `no code upload among ${result.awsRequests.map((request) => request.method).join(', ')}`);
-    assert.equal(sha256(upload.params.ZipFile.savedTo), packaged);
-    const configuration = result.awsRequests.find((request) => request.method === 'updateFunctionConfiguration');
-    assert.equal(configuration?.params.Handler, 'serverless_torch.shim.handler');
-    assert.equal(configuration?.params.Environment.Variables.SERVERLESS_TORCH_HANDLER, 'handler.predict');
-    assert.match(result.stdout + result.stderr, /dependency layers stay those of the last full deploy/);
-  });
-
   it('osls packages the same service into the same artifacts', async () => {
     const other = makeService({ files: { 'serverless.yml': serviceYaml({ torchIndexUrl: index.torchUrl, indexUrl: index.simpleUrl }) } });
     try {
@@ -195,6 +182,20 @@ for info in zipfile.ZipFile(sys.argv[1]).infolist():
     } finally {
       fs.rmSync(other, { recursive: true, force: true });
     }
+  });
+
+  // Last: deploy function leaves .serverless/ as the framework's single-function packaging does.
+  it('deploy function ships the same shimmed zip as a full package', async () => {
+    const packaged = sha256(path.join(service, '.serverless', 'digits-torch.zip'));
+    const result = await runSls('serverless', ['deploy', 'function', '-f', 'predict'], service);
+    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    const upload = result.awsRequests.find((request) => request.method === 'updateFunctionCode');
+    assert.ok(upload, `no code upload among ${result.awsRequests.map((request) => request.method).join(', ')}`);
+    assert.equal(sha256(upload.params.ZipFile.savedTo), packaged);
+    const configuration = result.awsRequests.find((request) => request.method === 'updateFunctionConfiguration');
+    assert.equal(configuration?.params.Handler, 'serverless_torch.shim.handler');
+    assert.equal(configuration?.params.Environment.Variables.SERVERLESS_TORCH_HANDLER, 'handler.predict');
+    assert.match(result.stdout + result.stderr, /dependency layers stay those of the last full deploy/);
   });
 });
 
@@ -215,6 +216,50 @@ describe('refusing a torch wheel the runtime cannot run', () => {
       assert.deepEqual(leftovers.filter((file) => file.includes('torch') || file === 'serverless-state.json' || file.includes('update-stack')), []);
     } finally {
       await index.close();
+      fs.rmSync(service, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('invoke local refuses what it cannot run faithfully', () => {
+  const yaml = (runtime: string, architecture: string) =>
+    serviceYaml({ runtime, architecture, torchIndexUrl: 'http://127.0.0.1:9/whl/cpu/', indexUrl: 'http://127.0.0.1:9/simple/' });
+
+  it('says so when the machine has no interpreter of the runtime\'s minor version', async () => {
+    const service = makeService({ files: { 'serverless.yml': yaml('python3.14', 'x86_64') } });
+    try {
+      const result = await runSls('serverless', ['invoke', 'local', '-f', 'predict', '-p', EVENT_PATH], service, { PATH: '/usr/bin:/bin', PYENV_ROOT: '/nonexistent' });
+      assert.notEqual(result.code, 0);
+      assert.match(result.stdout + result.stderr, /TORCH_NO_LOCAL_PYTHON.*Python 3\.14.*python3\.14/s);
+    } finally {
+      fs.rmSync(service, { recursive: true, force: true });
+    }
+  });
+
+  it('says so when the function is built for another processor', async () => {
+    const service = makeService({ files: { 'serverless.yml': yaml('python3.11', process.arch === 'arm64' ? 'x86_64' : 'arm64') } });
+    try {
+      const result = await runSls('serverless', ['invoke', 'local', '-f', 'predict', '-p', EVENT_PATH], service);
+      assert.notEqual(result.code, 0);
+      assert.match(result.stdout + result.stderr, /TORCH_INVOKE_ARCHITECTURE_MISMATCH/);
+    } finally {
+      fs.rmSync(service, { recursive: true, force: true });
+    }
+  });
+
+  it('a missing model file fails in one message with its code, the path and the fix, without a stack trace', async () => {
+    const service = makeService({
+      files: { 'serverless.yml': serviceYaml({ model: 'model/missing.pt', torchIndexUrl: 'http://127.0.0.1:9/whl/cpu/', indexUrl: 'http://127.0.0.1:9/simple/' }) },
+    });
+    try {
+      const result = await runSls('serverless', ['package'], service);
+      assert.notEqual(result.code, 0);
+      const output = result.stdout + result.stderr;
+      assert.match(output, /\[TORCH_MODEL_NOT_FOUND\] custom\.torch\.model is "model\/missing\.pt", but .*missing\.pt does not exist\. Check the path/);
+      assert.doesNotMatch(output, /\n\s+at .*\(.*\.js:\d+:\d+\)/);
+      const leftovers = fs.existsSync(path.join(service, '.serverless')) ? fs.readdirSync(path.join(service, '.serverless')) : [];
+      assert.deepEqual(leftovers.filter((file) => file.endsWith('.zip') || file === 'serverless-state.json'), []);
+    } finally {
       fs.rmSync(service, { recursive: true, force: true });
     }
   });

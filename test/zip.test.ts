@@ -452,7 +452,6 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     }
   });
 
-  // Writes over 4 GiB to disk, so only on request: ZIP_TEST_HUGE=1.
   it('members and offsets beyond 4 GiB use zip64 fields', async function () {
     if (!process.env.ZIP_TEST_HUGE) this.skip();
     this.timeout(900_000);
