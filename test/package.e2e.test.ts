@@ -264,3 +264,41 @@ describe('invoke local refuses what it cannot run faithfully', () => {
     }
   });
 });
+
+describe('services with individually packaged and non-Python functions', () => {
+  it('packages each torch function on its own and leaves a Node.js function alone', async () => {
+    const wheels = await prepareFixtureWheels();
+    const index = await startWheelIndex({ torchWheels: [wheels.torchWheelRetagged], otherWheels: wheels.dependencyWheels });
+    const service = makeService({
+      files: {
+        'serverless.yml': serviceYaml({
+          torchIndexUrl: index.torchUrl,
+          indexUrl: index.simpleUrl,
+          packageSection: "package:\n  individually: true\n  patterns:\n    - '!node_modules/**'\n    - '!data/**'",
+          functions: [
+            '  predict:\n    handler: handler.predict',
+            '  again:\n    handler: handler.predict\n    memorySize: 1769',
+            '  web:\n    handler: web.main\n    runtime: nodejs20.x',
+          ].join('\n'),
+        }),
+        'web.js': 'exports.main = async () => ({ ok: true });\n',
+      },
+    });
+    try {
+      const result = await runSls('serverless', ['package'], service);
+      assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+      const dir = path.join(service, '.serverless');
+      const predict = zipMembers(path.join(dir, 'predict.zip'));
+      const again = zipMembers(path.join(dir, 'again.zip'));
+      assert.ok(predict.includes('serverless_torch/shim.py') && again.includes('serverless_torch/shim.py'));
+      assert.ok(!zipMembers(path.join(dir, 'web.zip')).some((member) => member.startsWith('serverless_torch/')));
+      const template = JSON.parse(fs.readFileSync(path.join(dir, 'cloudformation-template-update-stack.json'), 'utf8'));
+      assert.equal(template.Resources.WebLambdaFunction.Properties.Handler, 'web.main');
+      assert.equal(template.Resources.WebLambdaFunction.Properties.Layers, undefined);
+      assert.deepEqual(template.Resources.AgainLambdaFunction.Properties.Layers, template.Resources.PredictLambdaFunction.Properties.Layers);
+    } finally {
+      await index.close();
+      fs.rmSync(service, { recursive: true, force: true });
+    }
+  });
+});
