@@ -25,6 +25,16 @@ describe('config', () => {
     assert.equal(config.indexUrl, null);
     assert.equal(config.python, 'python3');
     assert.deepEqual(config.strip, { keep: [], remove: [], symbols: true });
+    assert.equal(config.quantize, false);
+    assert.equal(config.sampleInput, null);
+  });
+
+  it('takes quantize: dynamic with a sample input relative to the service', () => {
+    fs.writeFileSync(path.join(serviceDir, 'model', 'input.json'), '[[1.0]]');
+    const config = resolveConfig({ model: 'model/model.pt', quantize: 'dynamic', sampleInput: 'model/input.json' }, serviceDir);
+    assert.equal(config.quantize, 'dynamic');
+    assert.equal(config.sampleInput, path.join(serviceDir, 'model', 'input.json'));
+    assert.equal(resolveConfig({ model: 'model/model.pt', quantize: false }, serviceDir).quantize, false);
   });
 
   it('takes the object form of the model', () => {
@@ -53,6 +63,13 @@ describe('config', () => {
     ['strip not an object', { model: 'model/model.pt', strip: true }, 'TORCH_CONFIG_INVALID', /strip/],
     ['strip.remove not a list', { model: 'model/model.pt', strip: { remove: 'torch/_inductor/**' } }, 'TORCH_CONFIG_INVALID', /strip\.remove/],
     ['typo in strip', { model: 'model/model.pt', strip: { kepp: [] } }, 'TORCH_CONFIG_UNKNOWN_OPTION', /"keep"/],
+    ['quantize: true', { model: 'model/model.pt', quantize: true }, 'TORCH_CONFIG_INVALID', /quantize is true.*false or "dynamic"/],
+    ['quantize: int8', { model: 'model/model.pt', quantize: 'int8' }, 'TORCH_CONFIG_INVALID', /"int8".*"dynamic"/],
+    ['quantize: float16', { model: 'model/model.pt', quantize: 'float16' }, 'TORCH_QUANTIZE_FLOAT16_UNSUPPORTED', /does not shrink the saved model.*quantize: dynamic/],
+    ['typo in quantize', { model: 'model/model.pt', quantise: 'dynamic' }, 'TORCH_CONFIG_UNKNOWN_OPTION', /Did you mean "quantize"/],
+    ['sampleInput missing', { model: 'model/model.pt', quantize: 'dynamic', sampleInput: 'model/sample.json' }, 'TORCH_SAMPLE_INPUT_NOT_FOUND', /sample\.json.*not a file/],
+    ['sampleInput a directory', { model: 'model/model.pt', quantize: 'dynamic', sampleInput: 'model' }, 'TORCH_SAMPLE_INPUT_NOT_FOUND', /"model"/],
+    ['sampleInput not a string', { model: 'model/model.pt', sampleInput: [1, 2] }, 'TORCH_CONFIG_INVALID', /sampleInput is \[1,2\]/],
   ];
   for (const [label, raw, code, message] of mistakes) {
     it(`${label} is refused with ${code}`, () => {
