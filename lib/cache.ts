@@ -10,7 +10,7 @@ export function cacheKey(parts: unknown): string {
 export interface CacheLayout {
   root: string;
   /** Finished entries, each renamed into place whole. */
-  entry(kind: 'trees' | 'artifacts', key: string): string;
+  entry(kind: 'trees' | 'artifacts' | 'models' | 'host-torch', key: string): string;
   /** A fresh work directory on the same file system, so finished work can be renamed in. */
   workDir(label: string): string;
 }

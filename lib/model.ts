@@ -13,6 +13,18 @@ export interface ModelManifest {
   factory: string | null;
   sha256: string;
   bytes: number;
+  /** Set when the packaged file is a dynamically quantized model (lib/quantize.ts). */
+  quantized?: QuantizedManifest;
+}
+
+/** How the shim treats a quantized model (manifest.json "model.quantized"). */
+export interface QuantizedManifest {
+  /** torch dtype of the weights: "qint8". */
+  dtype: string;
+  /** torch.nn layer types quantized; the shim quantizes the factory's module alike before a state dict is loaded. */
+  modules: string[];
+  /** Quantized engine by platform.machine() of the sandbox; machines not listed keep torch's default. */
+  engines: Record<string, string>;
 }
 
 // Globals a weights-only load accepts (tensors, storages, containers). A checkpoint that names

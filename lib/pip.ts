@@ -21,7 +21,7 @@ export function targetArgs(target: TargetPlatform): string[] {
   ];
 }
 
-const QUIET_ARGS = ['--disable-pip-version-check', '--no-input', '--progress-bar', 'off'];
+export const QUIET_ARGS = ['--disable-pip-version-check', '--no-input', '--progress-bar', 'off'];
 
 /**
  * pip replaces, rather than extends, a configured extra-index-url when one is given on the
@@ -133,7 +133,7 @@ export async function downloadTorchWheel(options: {
   return { path: path.join(downloadDir, wheel.filename), name: wheel };
 }
 
-function pipFailure(step: string, index: string, stderr: string): TorchError {
+export function pipFailure(step: string, index: string, stderr: string): TorchError {
   if (/(Connection|NewConnectionError|Max retries|Name or service not known|timed out|Could not fetch URL|No such file or directory: .*simple)/i.test(stderr)) {
     return new TorchError(
       'TORCH_INDEX_UNREACHABLE',

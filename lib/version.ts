@@ -15,3 +15,6 @@ export const PLUGIN_VERSION: string = JSON.parse(fs.readFileSync(path.join(packa
 
 /** The Python package copied into every torch function. */
 export const SHIM_DIR = path.join(packageRoot, 'python', 'serverless_torch');
+
+/** Python scripts the plugin runs on the build machine; never copied into a function. */
+export const BUILD_SCRIPTS_DIR = path.join(packageRoot, 'python', 'build');
