@@ -42,6 +42,8 @@ export function collectFunctionContents(options: {
   /** Paths relative to the service directory, as the framework's packager resolved them. */
   files: string[];
   model: ModelManifest;
+  /** The file shipped at model.path when it is not the service's own (a quantized model). */
+  modelSource?: string;
   handlers: { functionName: string; handler: string }[];
   reporter: Reporter;
 }): FunctionContents {
@@ -89,13 +91,16 @@ export function collectFunctionContents(options: {
     kept.push(model.path);
   }
   const entries: ZipEntry[] = kept.map((file) => {
-    const absolute = path.join(serviceDir, file);
+    const absolute = file === model.path && options.modelSource ? options.modelSource : path.join(serviceDir, file);
     return { name: file, source: { path: absolute }, executable: (fs.statSync(absolute).mode & 0o111) !== 0 };
   });
   for (const name of shimFiles()) {
     entries.push({ name: `${SHIM_PACKAGE}/${name}`, source: { path: path.join(SHIM_DIR, name) } });
   }
-  const manifest = { format: 1, model: { path: model.path, loader: model.loader, factory: model.factory, sha256: model.sha256 } };
+  const manifest = {
+    format: 1,
+    model: { path: model.path, loader: model.loader, factory: model.factory, sha256: model.sha256, ...(model.quantized ? { quantized: model.quantized } : {}) },
+  };
   entries.push({ name: `${SHIM_PACKAGE}/manifest.json`, source: { data: Buffer.from(JSON.stringify(manifest, null, 1)) } });
   const unzippedBytes = entries.reduce(
     (sum, entry) => sum + ('data' in entry.source ? entry.source.data.length : fs.statSync(entry.source.path).size),

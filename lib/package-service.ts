@@ -9,7 +9,8 @@ import { MAX_LAYERS, UNZIPPED_LIMIT, DEFAULT_TMP_MB, ephemeralStorageNeeded } fr
 import { BuiltLayers, buildLayers } from './layers';
 import { inspectModel, ModelManifest } from './model';
 import { Runner } from './process';
-import { Reporter } from './reporter';
+import { PackagedModel, QuantizationReport, checkQuantizable, engineFor, quantizeModel } from './quantize';
+import { Reporter, silentReporter } from './reporter';
 import { readRequirements } from './requirements';
 import { TargetPlatform, targetId, targetPlatform } from './target';
 
@@ -56,6 +57,8 @@ export interface FunctionReport {
   torch: { version: string; wheel: string };
   code: { unzippedBytes: number; zippedBytes: number };
   model: { bytes: number; loader: string };
+  /** What quantize: dynamic did, with the engine this function's architecture runs it with. */
+  quantization: (QuantizationReport & { engine: string }) | null;
   layers: { name: string; role: string; unzippedBytes: number; zippedBytes: number }[];
   totalUnzippedBytes: number;
   tmpBytes: number;
@@ -102,33 +105,55 @@ export async function packageTorchFunctions(options: {
   if (!requirements.torchSpecifier) {
     reporter.warning('torch is not pinned (requirements.txt or custom.torch.torchVersion): the version first resolved stays cached until the requirements change. Pin it, e.g. torch==2.13.0.');
   }
+  if (config.quantize) {
+    checkQuantizable(model);
+  } else if (config.sampleInput) {
+    reporter.warning('custom.torch.sampleInput is set but quantize is false: the sample is only used to measure quantization, so it is ignored.');
+  }
   const cache = openCache(config.cacheDir);
 
+  const collect = (fn: TorchFunction, packaged: PackagedModel, to: Reporter) =>
+    collectFunctionContents({
+      serviceDir: config.serviceDir,
+      files: fn.files,
+      model: packaged.manifest,
+      modelSource: packaged.source,
+      handlers: functions.filter((other) => other.artifactName === fn.artifactName).map((other) => ({ functionName: other.name, handler: other.handler })),
+      reporter: to,
+    });
+
   // Check every function before the long work, so a mistake is reported in seconds.
+  let packagedModel: PackagedModel = { manifest: model, source: config.model.sourcePath };
   const contentsByArtifact = new Map<string, FunctionContents>();
   const targets = new Map<string, TargetPlatform>();
   for (const fn of functions) {
     const target = targetPlatform(fn.runtime, fn.architecture);
     targets.set(targetId(target), target);
     checkLayerCount(fn, 1);
-    if (!contentsByArtifact.has(fn.artifactName)) {
-      const sharing = functions.filter((other) => other.artifactName === fn.artifactName);
-      contentsByArtifact.set(
-        fn.artifactName,
-        collectFunctionContents({
-          serviceDir: config.serviceDir,
-          files: fn.files,
-          model,
-          handlers: sharing.map((other) => ({ functionName: other.name, handler: other.handler })),
-          reporter,
-        }),
-      );
-    }
+    if (!contentsByArtifact.has(fn.artifactName)) contentsByArtifact.set(fn.artifactName, collect(fn, packagedModel, reporter));
   }
 
   const trees = new Map<string, DependencyTree>();
   for (const [id, target] of targets) {
     trees.set(id, await buildDependencyTree({ config, target, requirements, cache, runner, reporter }));
+  }
+
+  let quantization: QuantizationReport | null = null;
+  if (config.quantize) {
+    const versions = [...new Set([...trees.values()].map((tree) => tree.torch.version))];
+    if (versions.length > 1) {
+      throw new TorchError(
+        'TORCH_QUANTIZE_TORCH_VERSIONS_DIFFER',
+        `The functions resolved different torch versions (${versions.join(', ')}), but the quantized model is built once ` +
+          'with the version they run. Pin torch (requirements.txt or custom.torch.torchVersion).',
+      );
+    }
+    const architectures = [...new Set([...targets.values()].map((target) => target.architecture))];
+    const quantized = await quantizeModel({ config, model, torchVersion: versions[0], architectures, cache, runner, reporter });
+    quantization = quantized.report;
+    packagedModel = quantized.packaged;
+    // The packaged file replaces the service's model in every function package.
+    for (const fn of functions) contentsByArtifact.set(fn.artifactName, collect(fn, packagedModel, silentReporter));
   }
 
   fs.mkdirSync(outputDir, { recursive: true });
@@ -203,7 +228,8 @@ export async function packageTorchFunctions(options: {
         target: `${target.runtime} ${target.architecture}`,
         torch: tree.torch,
         code: { unzippedBytes: contents.unzippedBytes, zippedBytes: zip.bytes },
-        model: { bytes: contents.modelBytes, loader: model.loader },
+        model: { bytes: contents.modelBytes, loader: packagedModel.manifest.loader },
+        quantization: quantization ? { ...quantization, engine: engineFor(quantization, target.architecture) } : null,
         layers: built.layers.map((layer) => ({ name: layerName(target, layer.role), role: layer.role, unzippedBytes: layer.unzippedBytes, zippedBytes: layer.bytes })),
         totalUnzippedBytes: totalUnzipped,
         tmpBytes: built.tmpBytes,

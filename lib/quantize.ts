@@ -130,8 +130,6 @@ export async function quantizeModel(options: {
   cache: CacheLayout;
   runner: Runner;
   reporter: Reporter;
-  /** For tests: a host torch already resolved. */
-  hostTorch?: HostTorch;
 }): Promise<{ packaged: PackagedModel; report: QuantizationReport }> {
   const { config, model, torchVersion, cache, runner, reporter } = options;
   checkQuantizable(model);
@@ -157,7 +155,7 @@ export async function quantizeModel(options: {
   if (record) {
     reporter.verbose(`Quantized model: cached result ${key} (${entryDir}), quantization skipped`);
   } else {
-    const host = options.hostTorch ?? (await ensureHostTorch({ config, torchVersion, cache, runner, reporter }));
+    const host = await ensureHostTorch({ config, torchVersion, cache, runner, reporter });
     record = await runQuantization({ config, model, host, engines, sampleInput, shownSample, key, entryDir, cache, runner, reporter });
   }
 

@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import json
 import os
+import platform
 import sys
 import time
 import warnings
@@ -80,8 +81,50 @@ def _factory(spec: Any) -> Callable[[], Any]:
     return target
 
 
+def quantized_engine(quantized: Dict[str, Any], machine: str) -> Optional[str]:
+    """The quantized engine manifest.json names for this machine; None keeps torch's default."""
+    return (quantized.get("engines") or {}).get(machine)
+
+
+def _quantize_like_packaging(torch: Any, module: Any, quantized: Dict[str, Any]) -> Any:
+    """The factory's float module, quantized as at packaging, so the quantized state dict fits it."""
+    classes = set()
+    for name in quantized.get("modules") or ():
+        layer = getattr(torch.nn, name, None) if name in ("Linear", "LSTM", "GRU") else None
+        if layer is None:
+            raise InitError("TORCH_BAD_MANIFEST", "manifest.json names %r as a quantized layer type" % (name,))
+        classes.add(layer)
+    dtype = getattr(torch, str(quantized.get("dtype")), None)
+    if dtype is None:
+        raise InitError("TORCH_BAD_MANIFEST", "manifest.json names %r as the quantized dtype" % (quantized.get("dtype"),))
+    # In place: the float copy quantize_dynamic would make is only garbage in a 128 MB sandbox.
+    return torch.ao.quantization.quantize_dynamic(module, classes, dtype=dtype, inplace=True)
+
+
 def load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> Any:
     """The model described by manifest.json, checked against its packaging digest."""
+    quantized = (model or {}).get("quantized")
+    if not quantized:
+        return _load_model(torch, task_root, model)
+    engine = quantized_engine(quantized, platform.machine())
+    if engine:
+        if engine not in torch.backends.quantized.supported_engines:
+            raise InitError(
+                "TORCH_QUANTIZED_ENGINE_MISSING",
+                "the quantized model needs the %s engine on %s, and this torch has only %s"
+                % (engine, platform.machine(), ", ".join(torch.backends.quantized.supported_engines)),
+            )
+        # Set before loading: packed weights are laid out for the engine current when they load.
+        torch.backends.quantized.engine = engine
+    with warnings.catch_warnings():
+        # torch 2.13 warns that quantized tensors and torch.ao.quantization are deprecated (in
+        # favour of torchao) each time they are touched; the packaged model does not depend on that.
+        for message in ("torch.quantize_per_tensor", "TypedStorage is deprecated", "torch.ao.quantization is deprecated"):
+            warnings.filterwarnings("ignore", message=message)
+        return _load_model(torch, task_root, model)
+
+
+def _load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> Any:
     if not model:
         return None
     path = os.path.join(task_root, model["path"])
@@ -106,6 +149,8 @@ def load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> A
                 "model factory %s returned %s, not a torch.nn.Module"
                 % (model.get("factory"), type(module).__name__),
             )
+        if model.get("quantized"):
+            module = _quantize_like_packaging(torch, module, model["quantized"])
         module.load_state_dict(_weights_only_load(torch, path))
         return module.eval()
     if loader == "pickle":

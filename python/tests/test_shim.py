@@ -1,4 +1,6 @@
+import json
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -151,6 +153,119 @@ class Init(FunctionCase):
         self.assertRegex(err, r"unpack \d+\.\d\d s \(0\.0 MiB, 1 files, threads 1\)")
         code, lines, _out, err = self.invoke([{}], SERVERLESS_TORCH_HANDLER="uses_extra.handle")
         self.assertIn("unpack reused " + unpacked, err)
+
+
+# What the fake torch needs for a quantized model: layer types, the dtype, the engines and a
+# quantize_dynamic that records how it was called (and warns, as torch 2.13 does).
+FAKE_QUANTIZATION = {
+    "torch/ao/__init__.py": "from torch.ao import quantization\n",
+    "torch/ao/quantization.py": """
+        import warnings
+
+        import torch
+
+
+        def quantize_dynamic(model, qconfig_spec=None, dtype=None, inplace=False):
+            warnings.warn("torch.ao.quantization is deprecated and will be removed", DeprecationWarning)
+            warnings.warn("torch.quantize_per_tensor, torch.quantize_per_channel ... are deprecated", UserWarning)
+            torch.calls.append({"fn": "quantize_dynamic", "modules": sorted(c.__name__ for c in qconfig_spec),
+                                "dtype": dtype, "inplace": inplace, "engine": torch.backends.quantized.engine})
+            model.quantized = True
+            return model
+    """,
+    "torch/backends/__init__.py": "from torch.backends import quantized\n",
+    "torch/backends/quantized.py": "engine = 'x86'\nsupported_engines = ['qnnpack', 'onednn', 'x86', 'fbgemm']\n",
+}
+FAKE_TORCH_ADDITIONS = "\nqint8 = 'torch.qint8'\nfrom torch import ao, backends  # noqa: E402\n"
+FAKE_NN_ADDITIONS = "\n\nclass Linear(Module):\n    pass\n\n\nclass LSTM(Module):\n    pass\n\n\nclass GRU(Module):\n    pass\n"
+
+QUANTIZED = {"dtype": "qint8", "modules": ["Linear", "LSTM", "GRU"], "engines": {"aarch64": "qnnpack"}}
+
+ENGINE_HANDLER = """
+    import torch
+
+
+    def handle(event, context, model):
+        return {"engine": torch.backends.quantized.engine, "calls": torch.calls,
+                "model_type": type(model).__name__, "quantized": getattr(model, "quantized", False),
+                "training": model.training, "state": model.state}
+"""
+
+
+class QuantizedModels(FunctionCase):
+    def setUp(self):
+        super(QuantizedModels, self).setUp()
+        torch_dir = os.path.join(self.opt, "python", "torch")
+        for rel, text in FAKE_QUANTIZATION.items():
+            write(os.path.join(self.opt, "python", rel), text)
+        with open(os.path.join(torch_dir, "__init__.py"), "a") as f:
+            f.write(FAKE_TORCH_ADDITIONS)
+        with open(os.path.join(torch_dir, "nn.py"), "a") as f:
+            f.write(FAKE_NN_ADDITIONS)
+        write(os.path.join(self.task, "engine_handler.py"), ENGINE_HANDLER)
+        write(os.path.join(self.task, "net.py"), "import torch\n\ndef build():\n    return torch.nn.Module()\n")
+
+    def package_quantized(self, loader, saved, quantized, factory=None):
+        self.package_model(loader, saved, factory=factory)
+        manifest_path = os.path.join(self.task, "serverless_torch", "manifest.json")
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        manifest["model"]["quantized"] = quantized
+        with open(manifest_path, "w") as f:
+            json.dump(manifest, f)
+
+    def invoke_engine_handler(self, **env):
+        (line,) = self.invoke_ok([{}], SERVERLESS_TORCH_HANDLER="engine_handler.handle", **env)
+        return line["result"]
+
+    def test_a_quantized_state_dict_goes_into_the_factory_module_quantized_alike(self):
+        self.package_quantized("state_dict", {"kind": "weights", "state": STATE}, QUANTIZED, factory="net:build")
+        result = self.invoke_engine_handler()
+        self.assertEqual(result["calls"][0], {"fn": "quantize_dynamic", "modules": ["GRU", "LSTM", "Linear"],
+                                              "dtype": "torch.qint8", "inplace": True, "engine": "x86"})
+        self.assertEqual(result["calls"][1]["fn"], "load")
+        self.assertEqual((result["calls"][1]["weights_only"], result["calls"][1]["mmap"]), (True, True))
+        self.assertEqual((result["quantized"], result["training"], result["state"]), (True, False, STATE))
+
+    def test_a_float_state_dict_is_not_quantized(self):
+        self.package_model("state_dict", {"kind": "weights", "state": STATE}, factory="net:build")
+        result = self.invoke_engine_handler()
+        self.assertEqual([call["fn"] for call in result["calls"]], ["load"])
+        self.assertFalse(result["quantized"])
+
+    def test_the_engine_named_for_this_machine_is_set_before_the_model_loads(self):
+        engines = {platform.machine(): "qnnpack"}
+        self.package_quantized("state_dict", {"kind": "weights", "state": STATE},
+                               dict(QUANTIZED, engines=engines), factory="net:build")
+        result = self.invoke_engine_handler()
+        self.assertEqual(result["calls"][0]["engine"], "qnnpack")
+        self.assertEqual(result["engine"], "qnnpack")
+
+    def test_other_machines_keep_the_default_engine(self):
+        self.package_quantized("torchscript", {"kind": "script", "state": STATE},
+                               dict(QUANTIZED, engines={"not-" + platform.machine(): "qnnpack"}))
+        result = self.invoke_engine_handler()
+        self.assertEqual(result["engine"], "x86")
+        self.assertEqual([call["fn"] for call in result["calls"]], ["jit.load"])
+
+    def test_an_engine_this_torch_lacks_is_refused_by_name(self):
+        self.package_quantized("torchscript", {"kind": "script", "state": STATE},
+                               dict(QUANTIZED, engines={platform.machine(): "vulkan"}))
+        code, lines, _out, _err = self.invoke([{}], SERVERLESS_TORCH_HANDLER="engine_handler.handle")
+        self.assertEqual(code, 1)
+        self.assertIn("needs the vulkan engine", lines[0]["initError"]["errorMessage"])
+
+    def test_an_unknown_layer_type_in_the_manifest_is_refused(self):
+        self.package_quantized("state_dict", {"kind": "weights", "state": STATE},
+                               dict(QUANTIZED, modules=["Linear", "os.system"]), factory="net:build")
+        code, lines, _out, _err = self.invoke([{}], SERVERLESS_TORCH_HANDLER="engine_handler.handle")
+        self.assertEqual(code, 1)
+        self.assertIn("'os.system' as a quantized layer type", lines[0]["initError"]["errorMessage"])
+
+    def test_the_deprecation_warnings_of_quantized_torch_are_silenced(self):
+        self.package_quantized("state_dict", {"kind": "weights", "state": STATE}, QUANTIZED, factory="net:build")
+        result = self.invoke_engine_handler(PYTHONWARNINGS="error")
+        self.assertTrue(result["quantized"])
 
 
 if __name__ == "__main__":
