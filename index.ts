@@ -11,7 +11,7 @@ import { PackageOutput, TorchFunction, packageTorchFunctions } from './lib/packa
 import { runProcess } from './lib/process';
 import { formatReport } from './lib/report';
 import { Reporter } from './lib/reporter';
-import { isPythonRuntime, targetPlatform } from './lib/target';
+import { SUPPORTED_RUNTIMES, isPythonRuntime, targetPlatform } from './lib/target';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Serverless = any;
@@ -114,7 +114,13 @@ class ServerlessTorch {
       if (fn.image || fn.torch === false) return false;
       const runtime = this.runtimeOf(fn);
       if (!isPythonRuntime(runtime)) {
-        if (fn.torch === true) targetPlatform(String(runtime), 'x86_64');
+        if (fn.torch === true) {
+          throw new TorchError(
+            'TORCH_UNSUPPORTED_RUNTIME',
+            `functions.${name} sets "torch: true", but its runtime ${runtime} is not Python: PyTorch functions need ` +
+              `one of ${SUPPORTED_RUNTIMES.join(', ')}. Change the function's runtime, or remove "torch: true".`,
+          );
+        }
         return false;
       }
       return true;

@@ -77,7 +77,9 @@ export const customSchema = {
       ],
     },
     requirements: { anyOf: [{ type: 'string' }, { const: false }] },
-    torchVersion: { type: 'string' },
+    // No type: the framework coerces values to the schema's type, which would turn an unquoted 2.10
+    // into the string "2.1". Untyped, the number arrives as one and resolveConfig refuses it.
+    torchVersion: {},
     torchIndexUrl: { type: 'string' },
     indexUrl: { type: 'string' },
     python: { type: 'string' },
@@ -198,6 +200,13 @@ export function resolveConfig(raw: unknown, serviceDir: string): ResolvedConfig 
     }
   }
 
+  if (typeof options.torchVersion === 'number') {
+    throw new TorchError(
+      'TORCH_CONFIG_INVALID',
+      `custom.torch.torchVersion is ${options.torchVersion}, a YAML number (an unquoted 2.10 reads as 2.1), but it must be ` +
+        'a string: quote it, for example torchVersion: "2.13.0".',
+    );
+  }
   const torchVersion = checkString('torchVersion', options.torchVersion) ?? null;
   if (torchVersion !== null && !/^\d+(\.\d+){0,2}(\+[a-z0-9.]+)?$/i.test(torchVersion)) {
     throw invalid('torchVersion', torchVersion, 'a version such as "2.13.0"');

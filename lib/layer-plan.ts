@@ -115,7 +115,7 @@ export function tooLarge(files: FileEntry[], functionBytes: number, compressedEs
   return new TorchError(
     'TORCH_PACKAGE_TOO_LARGE',
     `The function does not fit Lambda's ${formatBytes(limit)} (${limit} bytes) unzipped limit for code plus layers, ` +
-      `even with every dependency compressed: function ${formatBytes(functionBytes)}, dependencies ` +
+      `even with every dependency compressed: room kept for the function ${formatBytes(functionBytes)}, dependencies ` +
       `${formatBytes(totalBytes(files))} (about ${formatBytes(compressedEstimate)} compressed).\n` +
       `Largest packages: ${largestPackages.map(([name, bytes]) => `${name} ${formatBytes(bytes)}`).join(', ')}.\n` +
       `Largest files: ${largestFiles.map((file) => `${file.path} ${formatBytes(file.size)}`).join(', ')}.\n` +

@@ -4,6 +4,7 @@ import { openCache } from './cache';
 import { ResolvedConfig } from './config';
 import { DependencyTree, buildDependencyTree } from './dependency-tree';
 import { TorchError } from './errors';
+import { formatBytes } from './format';
 import { collectFunctionContents, FunctionContents, HANDLER_ENV, SHIM_HANDLER, writeFunctionPackage } from './function-package';
 import { MAX_LAYERS, UNZIPPED_LIMIT, DEFAULT_TMP_MB, ephemeralStorageNeeded } from './layer-plan';
 import { BuiltLayers, buildLayers } from './layers';
@@ -81,6 +82,18 @@ function checkLayerCount(fn: TorchFunction, ours: number): void {
   );
 }
 
+/** A function whose own package (code and model) is over Lambda's limit fails before any dependency is resolved. */
+function checkFunctionAlone(fn: TorchFunction, contents: FunctionContents, model: ModelManifest): void {
+  if (contents.unzippedBytes <= UNZIPPED_LIMIT) return;
+  throw new TorchError(
+    'TORCH_PACKAGE_TOO_LARGE',
+    `Function "${fn.name}" is ${contents.unzippedBytes.toLocaleString('en-US')} bytes unzipped before any dependency ` +
+      `(model ${model.path} ${contents.modelBytes.toLocaleString('en-US')}), over Lambda's limit of ` +
+      `${UNZIPPED_LIMIT.toLocaleString('en-US')} bytes for code plus layers. Shrink the model (quantize: dynamic, or a ` +
+      'smaller architecture), leave files out with package.patterns, or deploy a container image (up to 10 GB).',
+  );
+}
+
 function layerName(target: TargetPlatform, role: string): string {
   const python = target.pythonVersion.replace('.', '');
   const arch = target.architecture === 'arm64' ? 'Arm64' : 'X8664';
@@ -131,6 +144,8 @@ export async function packageTorchFunctions(options: {
     targets.set(targetId(target), target);
     checkLayerCount(fn, 1);
     if (!contentsByArtifact.has(fn.artifactName)) contentsByArtifact.set(fn.artifactName, collect(fn, packagedModel, reporter));
+    // Quantizing may shrink the model below the limit, so only the unquantized package is judged this early.
+    if (!config.quantize) checkFunctionAlone(fn, contentsByArtifact.get(fn.artifactName)!, model);
   }
 
   const trees = new Map<string, DependencyTree>();
@@ -177,7 +192,19 @@ export async function packageTorchFunctions(options: {
     );
     let built = builtByTarget.get(id);
     if (!built) {
-      built = await buildLayers({ tree, functionBytes: largestFunction, cache, reporter });
+      try {
+        built = await buildLayers({ tree, functionBytes: largestFunction, cache, reporter });
+      } catch (error) {
+        // The layer plan knows the dependencies; say which function left them too little room.
+        if (!(error instanceof TorchError) || error.code !== 'TORCH_PACKAGE_TOO_LARGE') throw error;
+        const largest = functions.find((other) => contentsByArtifact.get(other.artifactName)!.unzippedBytes === largestFunction)!;
+        throw new TorchError(
+          error.code,
+          `Function "${largest.name}" has a ${formatBytes(largestFunction)} package of its own (model ${packagedModel.manifest.path} ` +
+            `${formatBytes(contentsByArtifact.get(largest.artifactName)!.modelBytes)}), which leaves torch too little room. ${error.message}`,
+          { cause: error },
+        );
+      }
       builtByTarget.set(id, built);
       for (const layer of built.layers) {
         const name = layerName(target, layer.role);

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ResolvedConfig } from './config';
+import { COLD_BUILD_WHEEL_FACTOR, TYPICAL_COLD_BUILD_BYTES, diskFullError, isDiskFull, pathInDiskFullMessage } from './disk-space';
 import { TorchError } from './errors';
 import { Runner } from './process';
 import { TargetPlatform, runtimesWithGlibc, SUPPORTED_RUNTIMES } from './target';
@@ -115,10 +116,17 @@ export async function downloadTorchWheel(options: {
     { onLine: options.onLine },
   );
   if (result.code !== 0) {
-    if (/No matching distribution|Could not find a version/.test(result.stderr)) {
-      throw await explainNoTorchWheel(config.torchIndexUrl, target, torchSpecifier);
+    // pip logs fetch problems at info level (stdout) and errors on stderr: read both.
+    const output = `${result.stdout}\n${result.stderr}`;
+    const known = knownPipFailure('download torch', config.torchIndexUrl, output, downloadDir);
+    if (known) throw known;
+    // pip says little about a broken index (no versions, or a traceback): read its page to say why.
+    const page = await readIndexPage(config.torchIndexUrl, 'torch');
+    if (page.problem) throw indexPageError(config.torchIndexUrl, 'custom.torch.torchIndexUrl', page);
+    if (/No matching distribution|Could not find a version/.test(output)) {
+      throw await explainNoTorchWheel(config.torchIndexUrl, target, torchSpecifier, page.wheels);
     }
-    throw pipFailure('download torch', config.torchIndexUrl, result.stderr);
+    throw pipFailure('download torch', config.torchIndexUrl, output, downloadDir);
   }
   const files = fs.readdirSync(downloadDir).filter((file) => file.endsWith('.whl'));
   const wheel = files.map(parseWheelName).find((name) => name?.project === 'torch');
@@ -133,47 +141,129 @@ export async function downloadTorchWheel(options: {
   return { path: path.join(downloadDir, wheel.filename), name: wheel };
 }
 
-export function pipFailure(step: string, index: string, stderr: string): TorchError {
-  if (/(Connection|NewConnectionError|Max retries|Name or service not known|timed out|Could not fetch URL|No such file or directory: .*simple)/i.test(stderr)) {
+/**
+ * Failures pip reports the same way whatever it was doing: a full disk, bytes that do not match
+ * their sha256, an index it could not reach. `step` is what pip was asked to do ("download torch");
+ * `dir` is where it was writing. A full disk and a hash mismatch are checked first: pip may also
+ * have printed retry warnings on the way to either.
+ */
+export function knownPipFailure(step: string, index: string, output: string, dir?: string): TorchError | null {
+  if (isDiskFull(output)) {
+    const wheelMb = /Downloading \S*torch-[^\s/]+\.whl \(([\d.]+) MB\)/.exec(output)?.[1];
+    const wheelBytes = wheelMb ? Math.round(Number(wheelMb) * 1e6) : null;
+    return diskFullError({
+      dir: pathInDiskFullMessage(output) ? path.dirname(pathInDiskFullMessage(output)!) : dir ?? process.cwd(),
+      step: `pip tried to ${step}`,
+      neededBytes: wheelBytes ? wheelBytes * COLD_BUILD_WHEEL_FACTOR : TYPICAL_COLD_BUILD_BYTES,
+      neededFor: wheelBytes
+        ? `the ${(wheelBytes / 1e6).toFixed(1)} MB torch wheel, its installed files and their stripped copy`
+        : 'a recent CPU torch: the wheel, its installed files and their stripped copy',
+    });
+  }
+  const mismatch = hashMismatch(step, output);
+  if (mismatch) return mismatch;
+  const reason = /(\[Errno -?\d+\] [^'")\n]+|Name or service not known|Temporary failure in name resolution|Read timed out|timed out|certificate verify failed|ProxyError[^'"\n]*)/i.exec(
+    output.split('\n').filter((line) => /Retrying|NewConnectionError|ConnectTimeout|ReadTimeout|SSLError|ProxyError|Max retries|Could not fetch URL/i.test(line)).join('\n'),
+  );
+  if (reason) {
     return new TorchError(
       'TORCH_INDEX_UNREACHABLE',
-      `pip could not ${step}: the index ${index} did not answer (${lastLines(stderr, 2)}). ` +
-        'Check the network or proxy, or point custom.torch.torchIndexUrl / indexUrl at a mirror you can reach.',
+      `pip could not reach ${index} to ${step}: ${reason[1].trim()}. Check the URL, the network or proxy, ` +
+        'or point custom.torch.torchIndexUrl / indexUrl at a mirror you can reach.',
     );
   }
-  if (/THESE PACKAGES DO NOT MATCH THE HASHES/.test(stderr)) {
-    return new TorchError(
-      'TORCH_WHEEL_HASH_MISMATCH',
-      `pip could not ${step}: a downloaded wheel does not match its expected sha256 (${lastLines(stderr, 3)}). ` +
-        'The index or a proxy served different bytes; fix the index or the --hash pins in your requirements.',
-    );
-  }
-  return new TorchError('TORCH_PIP_FAILED', `pip could not ${step} from ${index}: ${lastLines(stderr, 6)}`);
+  return null;
 }
 
-/** Wheel file names a PEP 503 index lists for a project (http(s) or file://). */
-export async function listIndexWheels(indexUrl: string, project: string): Promise<WheelName[]> {
-  const pageUrl = `${indexUrl.replace(/\/+$/, '')}/${project}/`;
+/** pip's "THESE PACKAGES DO NOT MATCH THE HASHES" block, as the file, where it came from, and both digests. */
+export function hashMismatch(step: string, output: string): TorchError | null {
+  const at = output.indexOf('THESE PACKAGES DO NOT MATCH THE HASHES');
+  if (at < 0) return null;
+  const block = output.slice(at);
+  const source = /\sfrom (\S+?)(?:#sha256=[0-9a-f]+)?(?::\s|\s\(from )/.exec(block)?.[1] ?? null;
+  const file = source ? decodeURIComponent(source.split('/').pop()!) : 'a downloaded file';
+  const expected = [...block.matchAll(/(?:Expected sha256|\bor)\s+([0-9a-f]{64})/g)].map((match) => match[1]);
+  const got = /Got\s+([0-9a-f]{64})/.exec(block)?.[1] ?? 'something else';
+  return new TorchError(
+    'TORCH_WHEEL_HASH_MISMATCH',
+    `pip refused ${file}${source ? ` from ${decodeURIComponent(source)}` : ''} (asked to ${step}): expected sha256 ` +
+      `${expected.join(' or ') || '(see pip)'}, got ${got}. The index, a mirror or a proxy served other bytes than the ` +
+      'sha256 it lists or your requirements pin with --hash: fix the index or the pin; do not turn the check off.',
+  );
+}
+
+export function pipFailure(step: string, index: string, output: string, dir?: string): TorchError {
+  const known = knownPipFailure(step, index, output, dir);
+  if (known) return known;
+  return new TorchError('TORCH_PIP_FAILED', `pip could not ${step} from ${index}: ${lastLines(output, 6)}`);
+}
+
+/** What an index answered for one project's page. */
+export interface IndexPage {
+  url: string;
+  /** Set when the page could not be read or is not an index page. */
+  problem: null | { kind: 'unreachable'; reason: string } | { kind: 'status'; status: number; statusText: string } | { kind: 'not-an-index'; bytes: number; contentType: string };
+  wheels: WheelName[];
+}
+
+/** Reads a PEP 503 project page (http(s) or file://) the way pip does, keeping why it failed. */
+export async function readIndexPage(indexUrl: string, project: string): Promise<IndexPage> {
+  const url = `${indexUrl.replace(/\/+$/, '')}/${project}/`;
   let html = '';
-  try {
-    if (pageUrl.startsWith('file://')) {
-      const dir = new URL(pageUrl).pathname;
-      const indexFile = path.join(dir, 'index.html');
+  if (url.startsWith('file://')) {
+    const dir = new URL(url).pathname;
+    const indexFile = path.join(dir, 'index.html');
+    try {
       html = fs.existsSync(indexFile) ? fs.readFileSync(indexFile, 'utf8') : fs.readdirSync(dir).map((f) => `<a href="${f}">`).join('');
-    } else {
-      const response = await fetch(pageUrl, { signal: AbortSignal.timeout(30_000) });
-      if (!response.ok) return [];
-      html = await response.text();
+    } catch (error) {
+      return { url, problem: { kind: 'status', status: 404, statusText: (error as Error).message }, wheels: [] };
     }
-  } catch {
-    return [];
+  } else {
+    let response: Response;
+    try {
+      response = await fetch(url, { signal: AbortSignal.timeout(30_000) });
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+      return { url, problem: { kind: 'unreachable', reason: cause?.code ?? cause?.message ?? (error as Error).message }, wheels: [] };
+    }
+    if (!response.ok) return { url, problem: { kind: 'status', status: response.status, statusText: response.statusText }, wheels: [] };
+    const body = Buffer.from(await response.arrayBuffer());
+    html = body.toString('utf8');
+    if (!/<a\s[^>]*href=/i.test(html)) {
+      return { url, problem: { kind: 'not-an-index', bytes: body.length, contentType: response.headers.get('content-type') ?? 'no content type' }, wheels: [] };
+    }
   }
-  const names: WheelName[] = [];
+  const wheels: WheelName[] = [];
   for (const match of html.matchAll(/href="([^"#]+)/g)) {
     const name = parseWheelName(decodeURIComponent(match[1].split('/').pop() ?? ''));
-    if (name && name.project === project) names.push(name);
+    if (name && name.project === project) wheels.push(name);
   }
-  return names;
+  return { url, problem: null, wheels };
+}
+
+/** The error for an index page that could not be read: unreachable, an HTTP error, or not an index. */
+export function indexPageError(indexUrl: string, option: string, page: IndexPage): TorchError {
+  const problem = page.problem!;
+  const fix = `Check ${option} (the CPU-only torch index is https://download.pytorch.org/whl/cpu) and any proxy in between.`;
+  if (problem.kind === 'unreachable') {
+    return new TorchError('TORCH_INDEX_UNREACHABLE', `${indexUrl} did not answer (${problem.reason} for ${page.url}). ${fix}`);
+  }
+  if (problem.kind === 'status') {
+    return new TorchError(
+      'TORCH_NOT_ON_INDEX',
+      `${indexUrl} has no page for torch: ${page.url} answered ${problem.status} ${problem.statusText}. ${fix}`,
+    );
+  }
+  return new TorchError(
+    'TORCH_INDEX_INVALID',
+    `${page.url} is not a package index page: it answered ${problem.bytes} bytes of ${problem.contentType} without a single link, ` +
+      `so pip cannot find torch there. ${fix}`,
+  );
+}
+
+/** Wheel file names a PEP 503 index lists for a project (http(s) or file://); none when it cannot be read. */
+export async function listIndexWheels(indexUrl: string, project: string): Promise<WheelName[]> {
+  return (await readIndexPage(indexUrl, project)).wheels;
 }
 
 /** Turns pip's "no matching distribution" into what is missing for this target and what would work. */
@@ -181,10 +271,11 @@ export async function explainNoTorchWheel(
   indexUrl: string,
   target: TargetPlatform,
   specifier: string,
+  listed?: WheelName[],
 ): Promise<TorchError> {
   const wanted = `torch${specifier || ' (any version)'}`;
   const where = `${target.runtime} ${target.architecture}`;
-  const wheels = await listIndexWheels(indexUrl, 'torch');
+  const wheels = listed ?? (await listIndexWheels(indexUrl, 'torch'));
   if (wheels.length === 0) {
     return new TorchError(
       'TORCH_NO_WHEEL_FOR_PLATFORM',
@@ -199,7 +290,8 @@ export async function explainNoTorchWheel(
       .slice(0, 6);
     return new TorchError(
       'TORCH_VERSION_NOT_FOUND',
-      `${indexUrl} has no ${wanted}. Newest versions there: ${versions.join(', ')}. Change the torch pin.`,
+      `${indexUrl} has no ${wanted}. Newest versions there: ${versions.join(', ')}. ` +
+        'Change the torch pin (the torch line of the requirements, or custom.torch.torchVersion).',
     );
   }
   const forPython = matching.filter((wheel) => wheel.pythonTags.includes(target.abi));
@@ -284,6 +376,12 @@ export async function installTree(options: {
     { onLine: options.onLine },
   );
   if (result.code !== 0) {
+    const output = `${result.stdout}\n${result.stderr}`;
+    const index = config.indexUrl ?? "pip's configured index";
+    const known = knownPipFailure('install the requirements', index, output, treeDir);
+    if (known) throw known;
+    const invalid = requirementsProblem(output, config.requirementsPath);
+    if (invalid) throw invalid;
     const missing = /No matching distribution found for ([^\s]+)/.exec(result.stderr);
     if (missing) {
       throw new TorchError(
@@ -293,13 +391,43 @@ export async function installTree(options: {
           'pick a version that publishes one, or drop the requirement.',
       );
     }
-    if (/Invalid requirement|ERROR: Could not open requirements file|Expected (end|package name)/.test(result.stderr)) {
-      throw new TorchError(
-        'TORCH_REQUIREMENTS_INVALID',
-        `pip cannot read the requirements: ${lastLines(result.stderr, 3)}. Fix the line it names in ` +
-          `${config.requirementsPath ?? 'requirements.txt'}.`,
-      );
-    }
-    throw pipFailure('install the requirements', config.indexUrl ?? "pip's configured index", result.stderr);
+    throw pipFailure('install the requirements', index, output, treeDir);
   }
+}
+
+/**
+ * pip's complaints about the requirements themselves, pointed at the user's file: pip reads a
+ * copy (torch replaced), so the line numbers it gives are not the user's.
+ */
+export function requirementsProblem(output: string, requirementsPath: string | null): TorchError | null {
+  const label = requirementsPath ? path.basename(requirementsPath) : 'requirements.txt';
+  const invalid = /Invalid requirement: '([^']*)'/.exec(output);
+  if (invalid) {
+    const hint = /^Hint: (.+)$/m.exec(output)?.[1];
+    const text = requirementsPath && fs.existsSync(requirementsPath) ? fs.readFileSync(requirementsPath, 'utf8') : '';
+    const lineIndex = text.split(/\r?\n/).findIndex((line) => line.includes(invalid[1]));
+    // Not found: the line is in a file the requirements include with -r.
+    const where = lineIndex >= 0 ? `${label} line ${lineIndex + 1}` : `${label} (or a file it includes)`;
+    return new TorchError(
+      'TORCH_REQUIREMENTS_INVALID',
+      `${where}: "${invalid[1]}" is not a valid requirement${hint ? ` (pip: ${hint})` : ''}. Fix that line; ` +
+        'requirements are written like "sympy==1.14.0" or "sympy>=1.13".',
+    );
+  }
+  const unopened = /Could not open requirements file: (.+)/.exec(output);
+  if (unopened) {
+    return new TorchError('TORCH_REQUIREMENTS_INVALID', `pip could not open a file your ${label} includes: ${unopened[1].trim()}. Fix the -r or -c line.`);
+  }
+  if (/Hashes are required in --require-hashes mode|In --require-hashes mode, all requirements must have their versions pinned/.test(output)) {
+    const unpinned = [...output.matchAll(/^\s{4}(\S+)(?: from [^\n]*)?(?: --hash=sha256:([0-9a-f]{64}))?$/gm)]
+      .map((match) => (match[2] ? `${match[1]} --hash=sha256:${match[2]}` : match[1]))
+      .slice(0, 8);
+    return new TorchError(
+      'TORCH_REQUIREMENTS_INVALID',
+      `${label} uses --hash pins, so pip checks every package it installs and needs each one pinned with == and a hash, ` +
+        `torch's dependencies too. Missing: ${unpinned.join('; ') || lastLines(output, 4)}. Add those lines (serverless-torch ` +
+        'adds the hash of the torch wheel itself), or remove every --hash.',
+    );
+  }
+  return null;
 }
