@@ -104,6 +104,50 @@ with torch.inference_mode():
     assert.ok(fromFloat > 1e-3 && fromFloat < 1, `the answer differs from the float model's by ${fromFloat}`);
   });
 
+  it('invoke local runs a quantized LSTM, shipped as TorchScript, exactly as packaged', async () => {
+    const other = makeService({
+      files: {
+        'serverless.yml': serviceYaml({
+          torchIndexUrl: index.torchUrl,
+          indexUrl: index.simpleUrl,
+          model: '{ path: model/lstm.pt, factory: "models:lstm" }',
+          extraCustom: '    quantize: dynamic',
+          functions: '  predict:\n    handler: lstm_handler.predict',
+        }),
+        'models.py': MODELS_PY,
+        'lstm_handler.py': 'import torch\n\n\ndef predict(event, context, model):\n    with torch.inference_mode():\n        return {"outputs": model(torch.tensor(event["inputs"])).tolist()}\n',
+      },
+    });
+    try {
+      await runWithTorch(host, other, `import json, torch, models
+torch.manual_seed(0)
+torch.save(models.lstm().state_dict(), "model/lstm.pt")
+json.dump({"inputs": torch.randn(2, 7, 32).tolist()}, open("lstm-event.json", "w"))`);
+      const result = await runSls('serverless', ['invoke', 'local', '-f', 'predict', '-p', 'lstm-event.json'], other);
+      assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+      // invoke local packages into a temporary directory: package to read the file it shipped (the same, from the cache).
+      const packagedRun = await runSls('serverless', ['package'], other);
+      assert.equal(packagedRun.code, 0, packagedRun.stderr);
+      const zip = path.join(other, '.serverless', 'digits-torch.zip');
+      const manifest = JSON.parse(zipMember(zip, 'serverless_torch/manifest.json').toString('utf8'));
+      assert.equal(manifest.model.loader, 'torchscript');
+      assert.equal(manifest.model.factory, null);
+      const packaged = path.join(other, 'packaged-lstm.pt');
+      fs.writeFileSync(packaged, zipMember(zip, 'model/lstm.pt'));
+      const direct = JSON.parse(
+        await runWithTorch(host, other, `import json, torch
+m = torch.jit.load(${JSON.stringify(packaged)}).eval()
+with torch.inference_mode():
+    print(json.dumps(m(torch.tensor(json.load(open("lstm-event.json"))["inputs"])).tolist()))`),
+      ) as number[][];
+      const answer = (lastJson(result.stdout) as { outputs: number[][] }).outputs;
+      assert.equal(answer.length, 2);
+      answer.forEach((row, i) => row.forEach((value, j) => assert.ok(Math.abs(value - direct[i][j]) < 1e-5, `[${i}][${j}] ${value} vs ${direct[i][j]}`)));
+    } finally {
+      fs.rmSync(other, { recursive: true, force: true });
+    }
+  });
+
   it('a model with only Conv2d layers gets a notice and ships its float file', async () => {
     const other = makeService({
       files: {
