@@ -343,7 +343,10 @@ def run(request):
 
 
 def main(argv):
-    request_path, result_path = argv[1], argv[2]
+    # Importing the factory's module must not leave __pycache__ in the user's service.
+    sys.dont_write_bytecode = True
+    # Absolute before the chdir into the service below.
+    request_path, result_path = os.path.abspath(argv[1]), os.path.abspath(argv[2])
     with open(request_path) as f:
         request = json.load(f)
     for entry in reversed(request.get("sysPath", [])):
