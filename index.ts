@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openCache } from './lib/cache';
 import { ResolvedConfig, customSchema, functionSchema, resolveConfig } from './lib/config';
+import { TYPICAL_COLD_BUILD_BYTES, diskFullError, fullestDirectory, isDiskFull } from './lib/disk-space';
 import { isTorchError, TorchError } from './lib/errors';
 import { findInterpreter } from './lib/interpreter';
 import { layOut, runInvocations } from './lib/invoke-local';
@@ -36,6 +37,30 @@ interface FunctionConfig {
   ephemeralStorageSize?: number | string;
   package?: { individually?: boolean; artifact?: string; patterns?: string[] };
   torch?: boolean;
+}
+
+const STAGING_PREFIX = '.torch-staging-';
+
+/** Staging directories of runs that were killed (their process is gone): nothing reads them. */
+function removeAbandonedStaging(serverlessDir: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(serverlessDir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(/^\.torch-staging-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue;
+    } catch (error) {
+      // EPERM: alive under another user. Only ESRCH means the run is gone.
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    fs.rmSync(path.join(serverlessDir, name), { recursive: true, force: true });
+  }
 }
 
 /**
@@ -72,13 +97,37 @@ class ServerlessTorch {
   private async guard(step: () => Promise<void>): Promise<void> {
     try {
       await step();
-    } catch (error) {
+    } catch (caught) {
+      const error = isDiskFull(caught) && !isTorchError(caught) ? this.diskFull(caught) : caught;
       if (isTorchError(error)) {
         const UserError = this.serverless.classes.Error;
         throw new UserError(`[${error.code}] ${error.message}`, error.code);
       }
       throw error;
     }
+  }
+
+  /** A full disk met while writing files (not in pip, which says so itself): name the disk that filled up. */
+  private diskFull(error: unknown): TorchError {
+    const { path: file, dest } = error as NodeJS.ErrnoException & { dest?: string };
+    let cacheDir: string | null = null;
+    try {
+      cacheDir = this.config().cacheDir;
+    } catch {
+      // the configuration was fine when the run started; only the disk matters here
+    }
+    const serverlessDir = path.join(this.serverless.serviceDir, '.serverless');
+    const dir = fullestDirectory([dest && path.dirname(dest), file && path.dirname(file), cacheDir, serverlessDir]);
+    const artifacts = dir.startsWith(serverlessDir);
+    return diskFullError({
+      dir,
+      step: 'writing the packaged files',
+      // What the artifacts need is in the package report of a run that fits; the cache's is measured.
+      neededBytes: artifacts ? null : TYPICAL_COLD_BUILD_BYTES,
+      neededFor: 'a cold build of a recent CPU torch (wheel, installed and stripped files, layer archives)',
+      holds: artifacts ? 'artifacts' : 'cache',
+      cause: error,
+    });
   }
 
   private reporter(): Reporter & { done(): void } {
@@ -192,7 +241,8 @@ class ServerlessTorch {
     const names = this.torchFunctionNames(only);
     if (names.length === 0) return;
     const serverlessDir = path.join(this.serverless.serviceDir, '.serverless');
-    const staging = path.join(serverlessDir, `.torch-staging-${randomBytes(4).toString('hex')}`);
+    removeAbandonedStaging(serverlessDir);
+    const staging = path.join(serverlessDir, `${STAGING_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
     let output: PackageOutput;
     try {
       output = await this.build(names, staging);

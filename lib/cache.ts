@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 /** Stable short digest of everything that changes a cached result. */
@@ -17,14 +18,31 @@ export interface CacheLayout {
 
 const STALE_WORK_MS = 6 * 60 * 60 * 1000;
 
+// Work directories are named <label>-<host>-<pid>-<random>, so a later run on the same machine can
+// tell that their run is gone. The host part keeps a cache shared between machines safe.
+const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 6);
+const WORK_NAME = /-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}$/;
+
+/** True when the work directory belongs to a run on this machine whose process has exited. */
+function abandoned(name: string): boolean {
+  const match = WORK_NAME.exec(name);
+  if (!match || match[1] !== HOST || Number(match[2]) === process.pid) return false;
+  try {
+    process.kill(Number(match[2]), 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 export function openCache(root: string): CacheLayout {
   fs.mkdirSync(path.join(root, 'tmp'), { recursive: true });
   // Work directories of runs that were killed are never read (entries appear only by rename);
-  // clear old ones so they do not pile up.
+  // clear them so they do not pile up: a killed cold build leaves about a gigabyte.
   for (const name of fs.readdirSync(path.join(root, 'tmp'))) {
     const dir = path.join(root, 'tmp', name);
     try {
-      if (Date.now() - fs.statSync(dir).mtimeMs > STALE_WORK_MS) fs.rmSync(dir, { recursive: true, force: true });
+      if (abandoned(name) || Date.now() - fs.statSync(dir).mtimeMs > STALE_WORK_MS) fs.rmSync(dir, { recursive: true, force: true });
     } catch {
       // another run removed it
     }
@@ -33,7 +51,7 @@ export function openCache(root: string): CacheLayout {
     root,
     entry: (kind, key) => path.join(root, kind, key),
     workDir: (label) => {
-      const dir = path.join(root, 'tmp', `${label}-${process.pid}-${randomBytes(4).toString('hex')}`);
+      const dir = path.join(root, 'tmp', `${label}-${HOST}-${process.pid}-${randomBytes(4).toString('hex')}`);
       fs.mkdirSync(dir, { recursive: true });
       return dir;
     },

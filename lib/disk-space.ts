@@ -50,6 +50,8 @@ export function diskFullError(options: {
   neededBytes: number | null;
   /** How `neededBytes` was arrived at, in the user's words. */
   neededFor?: string;
+  /** Whether the directory is the cache (which can move) or the service's .serverless/ (which cannot). @default 'cache' */
+  holds?: 'cache' | 'artifacts';
   cause?: unknown;
 }): TorchError {
   const free = freeBytes(options.dir);
@@ -60,7 +62,9 @@ export function diskFullError(options: {
     'TORCH_DISK_FULL',
     `No space left on the disk holding ${options.dir} while ${options.step}` +
       `${free === null ? '' : ` (${formatBytes(free)} free there now)`}.${needed} ` +
-      'Free some space there, or set custom.torch.cacheDir to a directory on a disk with more room.',
+      (options.holds === 'artifacts'
+        ? 'Free some space on that disk: the artifacts go to the .serverless/ directory of the service.'
+        : 'Free some space there, or set custom.torch.cacheDir to a directory on a disk with more room.'),
     { cause: options.cause },
   );
 }

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { openCache } from './cache';
 import { ResolvedConfig } from './config';
 import { DependencyTree, buildDependencyTree } from './dependency-tree';
+import { diskFullError, freeBytes, isDiskFull } from './disk-space';
 import { TorchError } from './errors';
 import { formatBytes } from './format';
 import { collectFunctionContents, FunctionContents, HANDLER_ENV, SHIM_HANDLER, writeFunctionPackage } from './function-package';
@@ -175,7 +176,13 @@ export async function packageTorchFunctions(options: {
   const zipped = new Map<string, { path: string; bytes: number }>();
   for (const [artifactName, contents] of contentsByArtifact) {
     reporter.progress(`Zipping function package ${artifactName}`);
-    const result = await writeFunctionPackage(path.join(outputDir, artifactName), contents);
+    let result;
+    try {
+      result = await writeFunctionPackage(path.join(outputDir, artifactName), contents);
+    } catch (error) {
+      if (!isDiskFull(error)) throw error;
+      throw diskFullError({ dir: outputDir, step: `zipping ${artifactName}`, neededBytes: contents.unzippedBytes, neededFor: `${artifactName} at most`, holds: 'artifacts', cause: error });
+    }
     zipped.set(artifactName, { path: result.path, bytes: result.bytes });
   }
 
@@ -206,6 +213,18 @@ export async function packageTorchFunctions(options: {
         );
       }
       builtByTarget.set(id, built);
+      // The layers are the big writes into .serverless/: their sizes are known, so check the room first.
+      const layerBytes = built.layers.reduce((sum, layer) => sum + layer.bytes, 0);
+      const free = freeBytes(outputDir);
+      if (free !== null && free < layerBytes) {
+        throw diskFullError({
+          dir: outputDir,
+          step: `copying the layers of ${target.runtime} ${target.architecture}`,
+          neededBytes: layerBytes,
+          neededFor: `${built.layers.length} layer zips`,
+          holds: 'artifacts',
+        });
+      }
       for (const layer of built.layers) {
         const name = layerName(target, layer.role);
         const artifact = path.join(outputDir, `${name}.zip`);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ResolvedConfig } from './config';
-import { COLD_BUILD_WHEEL_FACTOR, TYPICAL_COLD_BUILD_BYTES, diskFullError, isDiskFull, pathInDiskFullMessage } from './disk-space';
+import { COLD_BUILD_WHEEL_FACTOR, TYPICAL_COLD_BUILD_BYTES, diskFullError, fullestDirectory, isDiskFull, pathInDiskFullMessage } from './disk-space';
 import { TorchError } from './errors';
 import { Runner } from './process';
 import { TargetPlatform, runtimesWithGlibc, SUPPORTED_RUNTIMES } from './target';
@@ -152,7 +152,8 @@ export function knownPipFailure(step: string, index: string, output: string, dir
     const wheelMb = /Downloading \S*torch-[^\s/]+\.whl \(([\d.]+) MB\)/.exec(output)?.[1];
     const wheelBytes = wheelMb ? Math.round(Number(wheelMb) * 1e6) : null;
     return diskFullError({
-      dir: pathInDiskFullMessage(output) ? path.dirname(pathInDiskFullMessage(output)!) : dir ?? process.cwd(),
+      // pip may name its own temporary file (the source of a copy), on another disk than the one that filled up.
+      dir: fullestDirectory([pathInDiskFullMessage(output) && path.dirname(pathInDiskFullMessage(output)!), dir]),
       step: `pip tried to ${step}`,
       neededBytes: wheelBytes ? wheelBytes * COLD_BUILD_WHEEL_FACTOR : TYPICAL_COLD_BUILD_BYTES,
       neededFor: wheelBytes
@@ -392,6 +393,32 @@ export async function installTree(options: {
       );
     }
     throw pipFailure('install the requirements', index, output, treeDir);
+  }
+  forgetWheelPath(treeDir, torchWheel);
+}
+
+/**
+ * pip records a wheel installed from a file in <dist-info>/direct_url.json (PEP 610), here the
+ * path of this run's work directory. That path differs on every cold build, so it would make the
+ * layers differ too and be uploaded again. torch came from the index, as an index install records
+ * nothing, so the file and its RECORD line go.
+ */
+function forgetWheelPath(treeDir: string, torchWheel: TorchWheel): void {
+  const distInfo = fs.readdirSync(treeDir).find((name) => name.startsWith('torch-') && name.endsWith('.dist-info'));
+  if (!distInfo) return;
+  const directUrl = path.join(treeDir, distInfo, 'direct_url.json');
+  let url = '';
+  try {
+    url = String(JSON.parse(fs.readFileSync(directUrl, 'utf8')).url);
+  } catch {
+    return;
+  }
+  if (!url.startsWith('file://') || !decodeURIComponent(url).endsWith(`/${torchWheel.name.filename}`)) return;
+  fs.rmSync(directUrl);
+  const record = path.join(treeDir, distInfo, 'RECORD');
+  if (fs.existsSync(record)) {
+    const lines = fs.readFileSync(record, 'utf8').split('\n');
+    fs.writeFileSync(record, lines.filter((line) => !line.startsWith(`${distInfo}/direct_url.json,`)).join('\n'));
   }
 }
 

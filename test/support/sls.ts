@@ -62,6 +62,21 @@ export interface SlsResult {
 
 /** Runs the real CLI in a child process, with pip seeing only the indexes the service names. */
 export function runSls(cli: Cli, args: string[], cwd: string, extraEnv: Record<string, string> = {}): Promise<SlsResult> {
+  return startSls(cli, args, cwd, extraEnv).result;
+}
+
+export interface RunningSls {
+  /** The CLI's process id, which is also its process group's: pip and strip run inside it. */
+  pid: number;
+  /** stdout and stderr so far, interleaved as they arrived. */
+  output(): string;
+  /** SIGKILL to the whole process group, as a closed terminal or an OOM kill would leave things. */
+  killGroup(): void;
+  result: Promise<SlsResult>;
+}
+
+/** Starts the real CLI as the leader of its own process group, for tests that interrupt it. */
+export function startSls(cli: Cli, args: string[], cwd: string, extraEnv: Record<string, string> = {}): RunningSls {
   const bin = path.join(REPO, 'node_modules', cli, 'bin', 'serverless.js');
   const awsLog = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'aws-stub-')), 'requests.jsonl');
   const env = {
@@ -76,20 +91,39 @@ export function runSls(cli: Cli, args: string[], cwd: string, extraEnv: Record<s
     AWS_REGION: 'us-east-1',
     ...extraEnv,
   };
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    child.stdout.on('data', (chunk) => stdout.push(chunk));
-    child.stderr.on('data', (chunk) => stderr.push(chunk));
+  const child = spawn(process.execPath, [bin, ...args], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  let interleaved = '';
+  child.stdout.on('data', (chunk) => {
+    stdout.push(chunk);
+    interleaved += chunk.toString('utf8');
+  });
+  child.stderr.on('data', (chunk) => {
+    stderr.push(chunk);
+    interleaved += chunk.toString('utf8');
+  });
+  const result = new Promise<SlsResult>((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       const awsRequests = fs.existsSync(awsLog)
         ? fs.readFileSync(awsLog, 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line))
         : [];
-      resolve({ code: code ?? 1, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), awsRequests });
+      resolve({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), awsRequests });
     });
   });
+  return {
+    pid: child.pid!,
+    output: () => interleaved,
+    killGroup: () => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // the group has already exited
+      }
+    },
+    result,
+  };
 }
 
 /** serverless.yml for tests: the example's shape with the local indexes and the shared cache. */

@@ -53,10 +53,12 @@ export interface FixtureWheels {
  * - 404: the path answers 404 Not Found.
  * - 'garbage': a file is replaced by as many bytes of junk (so only the content is
  *   wrong, not the length); a page is replaced by junk that is not HTML.
+ * - 'slow': a file is served intact at about 16 MB/s (torch then takes ~12 s), so a test
+ *   can act while a download is in progress.
  * - 'wrong-hash': keyed by a file, every anchor to that file carries a wrong
  *   #sha256 (the file itself is served intact); keyed by a page, every anchor on it does.
  */
-export type Fault = 'garbage' | 404 | 'wrong-hash';
+export type Fault = 'garbage' | 404 | 'wrong-hash' | 'slow';
 
 export interface WheelIndexOptions {
   /** Served under /whl/cpu/. */
@@ -498,6 +500,19 @@ function sendFile(req: http.IncomingMessage, res: http.ServerResponse, served: S
       res.end();
     };
     pump();
+    return;
+  }
+  if (fault === 'slow') {
+    const stream = fs.createReadStream(served.file, { highWaterMark: 256 * 1024 });
+    stream.on('error', () => res.destroy());
+    res.on('close', () => stream.destroy());
+    // 256 KiB every 16 ms: about 16 MB/s.
+    stream.on('data', (chunk) => {
+      stream.pause();
+      res.write(chunk);
+      setTimeout(() => stream.resume(), 16);
+    });
+    stream.on('end', () => res.end());
     return;
   }
   const stream = fs.createReadStream(served.file);
