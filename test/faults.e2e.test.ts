@@ -180,6 +180,9 @@ describe('faults during packaging (real CLI, SIGKILL, concurrent runs, full disk
     const [a, b] = await Promise.all(runs.map((run) => run.result));
     assert.equal(a.code, 0, `${a.stdout}\n${a.stderr}`);
     assert.equal(b.code, 0, `${b.stdout}\n${b.stderr}`);
+    for (const result of [a, b]) {
+      assert.match(result.stdout + result.stderr, /Dependencies for python3\.11 x86_64: [\d.]+ MiB installed/, 'both runs built the tree: they raced for the same entry');
+    }
     const layersOf = (all: Record<string, string>) => Object.fromEntries(Object.entries(all).filter(([file]) => file.startsWith('torch')));
     assert.deepEqual(layersOf(artifacts(first)), layersOf(reference));
     assert.deepEqual(layersOf(artifacts(second)), layersOf(reference));
