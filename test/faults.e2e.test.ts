@@ -176,7 +176,7 @@ describe('faults during packaging (real CLI, SIGKILL, concurrent runs, full disk
     const second = makeService({ files: { 'serverless.yml': yamlFor(index, cache, 'letters'), 'letters.py': 'ALPHABET = "abc"\n' } });
     cleanup.push(cache, first, second);
     // Both start from a cold cache, so both resolve, strip and zip the same entries at once.
-    const runs = [startSls('serverless', ['package'], first, NO_PIP_CACHE), startSls('serverless', ['package'], second, NO_PIP_CACHE)];
+    const runs = [startSls('serverless', ['package', '--verbose'], first, NO_PIP_CACHE), startSls('serverless', ['package', '--verbose'], second, NO_PIP_CACHE)];
     const [a, b] = await Promise.all(runs.map((run) => run.result));
     assert.equal(a.code, 0, `${a.stdout}\n${a.stderr}`);
     assert.equal(b.code, 0, `${b.stdout}\n${b.stderr}`);
