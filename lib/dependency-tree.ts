@@ -99,6 +99,7 @@ export async function buildDependencyTree(options: {
       torchWheel,
       otherLines: requirements.otherLines,
       usesHashes: requirements.usesHashes,
+      torchHashes: requirements.torchHashes,
       treeDir,
       workDir,
       configuredExtras,

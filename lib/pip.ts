@@ -343,6 +343,8 @@ export async function installTree(options: {
   torchWheel: TorchWheel;
   otherLines: string[];
   usesHashes: boolean;
+  /** The user's sha256 pins for torch: the chosen wheel must match one. @default none */
+  torchHashes?: string[];
   treeDir: string;
   workDir: string;
   configuredExtras: string[];
@@ -353,6 +355,17 @@ export async function installTree(options: {
   let torchLine = torchWheel.path;
   if (options.usesHashes) {
     const digest = createHash('sha256').update(fs.readFileSync(torchWheel.path)).digest('hex');
+    // pip never sees the user's torch line, so its pins are checked here, where pip would have.
+    const pins = options.torchHashes ?? [];
+    if (pins.length && !pins.includes(digest)) {
+      throw new TorchError(
+        'TORCH_WHEEL_HASH_MISMATCH',
+        `${torchWheel.name.filename} from ${config.torchIndexUrl} has sha256 ${digest}, but ` +
+          `${config.requirementsPath ? path.basename(config.requirementsPath) : 'the requirements'} pins torch to sha256 ` +
+          `${pins.join(' or ')}. The index served other bytes than you pinned, or the pin is for another wheel: pin the hash ` +
+          `of the ${target.runtime} ${target.architecture} wheel (a torch line may carry one --hash per wheel), or fix the index.`,
+      );
+    }
     torchLine += ` --hash=sha256:${digest}`;
   }
   // The user's file is never edited: pip reads a copy with torch replaced by the chosen wheel.

@@ -11,6 +11,8 @@ export interface Requirements {
   otherLines: string[];
   /** True when the file uses --hash pins: pip then wants a hash on every line, torch's too. */
   usesHashes: boolean;
+  /** sha256 digests the torch line pins (lower-case hex); the chosen torch wheel must have one of them. */
+  torchHashes: string[];
   /** What the requirements file said, for the cache key. */
   sourceText: string;
 }
@@ -38,6 +40,7 @@ export function parseRequirements(
   let torchSpecifier: string | null = null;
   const otherLines: string[] = [];
   let usesHashes = false;
+  const torchHashes: string[] = [];
   for (const line of logicalLines(text)) {
     if (/--hash[=\s]/.test(line)) usesHashes = true;
     const include = /^(-r|--requirement|-c|--constraint)(\s+|=)(.+)$/.exec(line);
@@ -51,6 +54,7 @@ export function parseRequirements(
       continue;
     }
     const rest = line.slice(name[1].length).trim();
+    for (const pin of rest.matchAll(/--hash[=\s]+sha256:([0-9a-fA-F]{64})/g)) torchHashes.push(pin[1].toLowerCase());
     if (rest.startsWith('@')) {
       throw new TorchError(
         'TORCH_REQUIREMENT_UNSUPPORTED',
@@ -83,7 +87,7 @@ export function parseRequirements(
     }
     torchSpecifier = `==${torchVersion}`;
   }
-  return { torchSpecifier: torchSpecifier ?? '', otherLines, usesHashes, sourceText: text };
+  return { torchSpecifier: torchSpecifier ?? '', otherLines, usesHashes, torchHashes, sourceText: text };
 }
 
 export function readRequirements(requirementsPath: string | null, torchVersion: string | null): Requirements {

@@ -24,6 +24,14 @@ describe('requirements', () => {
     assert.equal(parsed.usesHashes, true);
   });
 
+  it('keeps the sha256 pins of the torch line, so the wheel it picks can be checked against them', () => {
+    const a = 'a'.repeat(64);
+    const b = 'B'.repeat(64);
+    const parsed = parseRequirements(`torch==2.13.0 \\\n    --hash=sha256:${a} \\\n    --hash sha256:${b}\nsympy==1.14.0 --hash=sha256:${'c'.repeat(64)}\n`, '/svc', null);
+    assert.deepEqual(parsed.torchHashes, [a, 'b'.repeat(64)]);
+    assert.equal(parsed.usesHashes, true);
+  });
+
   it('makes -r and -c paths absolute so the copy pip reads works from anywhere', () => {
     const parsed = parseRequirements('-r base.txt\n--constraint=pins.txt\n', '/svc/deps', null);
     assert.deepEqual(parsed.otherLines, ['-r /svc/deps/base.txt', '--constraint /svc/deps/pins.txt']);

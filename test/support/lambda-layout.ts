@@ -1,0 +1,42 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { openCache } from '../../lib/cache';
+import { Interpreter, findInterpreter } from '../../lib/interpreter';
+import { LambdaLayout, layOut } from '../../lib/invoke-local';
+import { runProcess } from '../../lib/process';
+import { targetPlatform } from '../../lib/target';
+
+export interface PackagedFunction {
+  /** The function zip `sls package` left in .serverless/. */
+  functionZip: string;
+  /** Its layer zips, in the order the function lists them. */
+  layerZips: string[];
+  /** The user's handler, as the shim reads it from SERVERLESS_TORCH_HANDLER. */
+  handler: string;
+}
+
+/** What `sls package` made for one function, read from .serverless/serverless-state.json. */
+export function packagedFunction(service: string, name: string): PackagedFunction {
+  const state = JSON.parse(fs.readFileSync(path.join(service, '.serverless', 'serverless-state.json'), 'utf8'));
+  const template = JSON.parse(fs.readFileSync(path.join(service, '.serverless', 'cloudformation-template-update-stack.json'), 'utf8'));
+  const fn = state.service.functions[name];
+  const layers: Record<string, { package: { artifact: string } }> = state.service.layers;
+  // The template has the function's layers in order, as references to the layers' logical ids.
+  const logicalId = `${name.charAt(0).toUpperCase()}${name.slice(1)}LambdaFunction`;
+  const layerZips = (template.Resources[logicalId].Properties.Layers as { Ref?: string }[])
+    .filter((layer) => layer.Ref)
+    .map((layer) => {
+      const key = Object.keys(layers).find((candidate) => `${candidate.charAt(0).toUpperCase()}${candidate.slice(1)}LambdaLayer` === layer.Ref)!;
+      return path.resolve(service, layers[key].package.artifact);
+    });
+  return { functionZip: path.resolve(service, fn.package.artifact), layerZips, handler: fn.environment.SERVERLESS_TORCH_HANDLER };
+}
+
+/** The packaged function unzipped as Lambda would (/var/task, /opt, /tmp under `root`). */
+export function layOutPackaged(packaged: PackagedFunction, root: string, cacheDir: string, functionZip = packaged.functionZip): Promise<LambdaLayout> {
+  return layOut({ root, functionZip, layerZips: packaged.layerZips, cache: openCache(cacheDir) });
+}
+
+export function python311(): Promise<Interpreter> {
+  return findInterpreter(targetPlatform('python3.11', 'x86_64'), runProcess);
+}
