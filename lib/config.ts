@@ -27,6 +27,11 @@ export interface TorchOptions {
   quantize?: false | 'dynamic';
   /** A JSON file holding an input the model accepts, to measure what quantization changes. @default none */
   sampleInput?: string;
+  /**
+   * Package a model loaded through torch.load with a torch that has a known weights-only bypass
+   * (torch < 2.10, see lib/model-safety.ts): only for model files you made or trust. @default false
+   */
+  allowUnsafeTorch?: boolean;
 }
 
 export const DEFAULT_TORCH_INDEX_URL = 'https://download.pytorch.org/whl/cpu';
@@ -53,6 +58,7 @@ export interface ResolvedConfig {
   quantize: false | 'dynamic';
   /** Absolute path of the sample input file, or null. */
   sampleInput: string | null;
+  allowUnsafeTorch: boolean;
 }
 
 const stringArray = { type: 'array', items: { type: 'string' } };
@@ -91,6 +97,7 @@ export const customSchema = {
     cacheDir: { type: 'string' },
     quantize: { enum: [false, 'dynamic'] },
     sampleInput: { type: 'string' },
+    allowUnsafeTorch: { type: 'boolean' },
   },
   required: ['model'],
   additionalProperties: false,
@@ -238,6 +245,9 @@ export function resolveConfig(raw: unknown, serviceDir: string): ResolvedConfig 
   const cacheDir = cacheOption ? path.resolve(serviceDir, cacheOption) : defaultCacheDir();
   const quantize = resolveQuantize(options.quantize);
   const sampleInput = resolveSampleInput(options.sampleInput, serviceDir);
+  if (options.allowUnsafeTorch !== undefined && typeof options.allowUnsafeTorch !== 'boolean') {
+    throw invalid('allowUnsafeTorch', options.allowUnsafeTorch, 'true or false');
+  }
 
   return {
     serviceDir,
@@ -251,6 +261,7 @@ export function resolveConfig(raw: unknown, serviceDir: string): ResolvedConfig 
     cacheDir,
     quantize,
     sampleInput,
+    allowUnsafeTorch: options.allowUnsafeTorch === true,
   };
 }
 

@@ -10,6 +10,7 @@ import { collectFunctionContents, FunctionContents, HANDLER_ENV, SHIM_HANDLER, w
 import { MAX_LAYERS, UNZIPPED_LIMIT, DEFAULT_TMP_MB, ephemeralStorageNeeded } from './layer-plan';
 import { BuiltLayers, buildLayers } from './layers';
 import { inspectModel, ModelManifest } from './model';
+import { checkLoaderSafety, pinnedVersion } from './model-safety';
 import { Runner } from './process';
 import { PackagedModel, QuantizationReport, checkQuantizable, engineFor, quantizeModel } from './quantize';
 import { Reporter, silentReporter } from './reporter';
@@ -119,6 +120,12 @@ export async function packageTorchFunctions(options: {
   if (!requirements.torchSpecifier) {
     reporter.warning('torch is not pinned (requirements.txt or custom.torch.torchVersion): the version first resolved stays cached until the requirements change. Pin it, e.g. torch==2.13.0.');
   }
+  // An exact pin settles the torch version now: refuse an unsafe loader before minutes of pip.
+  const pinned = pinnedVersion(requirements.torchSpecifier);
+  if (pinned) {
+    const { refusal } = checkLoaderSafety({ loader: model.loader, torchVersion: pinned, allowUnsafeTorch: config.allowUnsafeTorch, modelPath: model.path });
+    if (refusal) throw refusal;
+  }
   if (config.quantize) {
     checkQuantizable(model);
   } else if (config.sampleInput) {
@@ -153,6 +160,14 @@ export async function packageTorchFunctions(options: {
   for (const [id, target] of targets) {
     trees.set(id, await buildDependencyTree({ config, target, requirements, cache, runner, reporter }));
   }
+  // The resolved versions are what ships, pinned or not: check them all, then warn once each.
+  const loaderWarnings = new Set<string>();
+  for (const version of new Set([...trees.values()].map((tree) => tree.torch.version))) {
+    const safety = checkLoaderSafety({ loader: model.loader, torchVersion: version, allowUnsafeTorch: config.allowUnsafeTorch, modelPath: model.path });
+    if (safety.refusal) throw safety.refusal;
+    safety.warnings.forEach((warning) => loaderWarnings.add(warning));
+  }
+  loaderWarnings.forEach((warning) => reporter.warning(warning));
 
   let quantization: QuantizationReport | null = null;
   if (config.quantize) {

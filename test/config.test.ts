@@ -25,6 +25,7 @@ describe('config', () => {
     assert.equal(config.indexUrl, null);
     assert.equal(config.python, 'python3');
     assert.deepEqual(config.strip, { keep: [], remove: [], symbols: true });
+    assert.equal(config.allowUnsafeTorch, false);
     assert.equal(config.quantize, false);
     assert.equal(config.sampleInput, null);
   });
@@ -63,6 +64,7 @@ describe('config', () => {
     ['strip not an object', { model: 'model/model.pt', strip: true }, 'TORCH_CONFIG_INVALID', /strip/],
     ['strip.remove not a list', { model: 'model/model.pt', strip: { remove: 'torch/_inductor/**' } }, 'TORCH_CONFIG_INVALID', /strip\.remove/],
     ['typo in strip', { model: 'model/model.pt', strip: { kepp: [] } }, 'TORCH_CONFIG_UNKNOWN_OPTION', /"keep"/],
+    ['allowUnsafeTorch not a boolean', { model: 'model/model.pt', allowUnsafeTorch: 'yes' }, 'TORCH_CONFIG_INVALID', /allowUnsafeTorch is "yes".*true or false/],
     ['quantize: true', { model: 'model/model.pt', quantize: true }, 'TORCH_CONFIG_INVALID', /quantize is true.*false or "dynamic"/],
     ['quantize: int8', { model: 'model/model.pt', quantize: 'int8' }, 'TORCH_CONFIG_INVALID', /"int8".*"dynamic"/],
     ['quantize: float16', { model: 'model/model.pt', quantize: 'float16' }, 'TORCH_QUANTIZE_FLOAT16_UNSUPPORTED', /does not shrink the saved model.*quantize: dynamic/],
