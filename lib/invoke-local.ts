@@ -65,6 +65,8 @@ export interface InvokeOutcome {
   result?: unknown;
   error?: { errorType: string; errorMessage: string; stackTrace?: string[] };
   initError?: { errorType: string; errorMessage: string; stackTrace?: string[] };
+  /** Resident memory of the Python process after this invocation, in bytes (SERVERLESS_TORCH_REPORT_RSS=1). */
+  rss?: number;
 }
 
 /** Runs the packaged shim on the layout with a host interpreter, one JSON event per line. */

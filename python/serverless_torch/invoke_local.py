@@ -5,6 +5,8 @@ SERVERLESS_TORCH_TMP_DIR, SERVERLESS_TORCH_HANDLER and the AWS_LAMBDA_FUNCTION_*
 set. Reads one JSON event per line on stdin and writes one JSON line per event to the file
 descriptor SERVERLESS_TORCH_RESULT_FD (default 3): {"result": ...} or {"error": {...}}.
 A failed init writes {"initError": {...}} and exits 1. stdout and stderr stay the user's.
+With SERVERLESS_TORCH_REPORT_RSS=1 every line also carries "rss": the process's resident
+set size in bytes after that invocation, so a long run shows whether memory stays flat.
 """
 
 import json
@@ -13,7 +15,7 @@ import sys
 import time
 import traceback
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 
 def lambda_sys_path(task_root: str, opt_dir: str, interpreter_path: List[str]) -> List[str]:
@@ -56,6 +58,15 @@ class LambdaContext(object):
         return max(0, int((self._deadline - time.time()) * 1000))
 
 
+def resident_bytes() -> Optional[int]:
+    """Resident set size from /proc (Linux only; None elsewhere): the figure a memory limit counts."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def error_record(exc: BaseException, skip_frames: int = 0) -> Dict[str, Any]:
     tb = exc.__traceback__
     for _ in range(skip_frames):
@@ -73,8 +84,13 @@ def main() -> int:
     opt_dir = os.path.abspath(os.environ.get("SERVERLESS_TORCH_OPT_DIR") or "/opt")
     out = os.fdopen(int(os.environ.get("SERVERLESS_TORCH_RESULT_FD") or "3"), "w", encoding="utf-8")
 
+    report_rss = os.environ.get("SERVERLESS_TORCH_REPORT_RSS") == "1"
+
     def emit(record: Dict[str, Any]) -> None:
-        out.write(json.dumps(record) + "\n")
+        if report_rss:
+            record["rss"] = resident_bytes()
+        # NaN and Infinity are not JSON: the caller parses each line strictly.
+        out.write(json.dumps(record, allow_nan=False) + "\n")
         out.flush()
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,17 +134,13 @@ def main() -> int:
             }})
             return 1
         try:
-            # NaN and Infinity are not JSON: the caller parses this line strictly.
-            line_out = json.dumps({"result": result}, allow_nan=False)
+            emit({"result": result})
         except (TypeError, ValueError) as e:
             emit({"error": {
                 "errorType": "Runtime.MarshalError",
                 "errorMessage": "Unable to marshal response: %s" % e,
                 "stackTrace": [],
             }})
-            continue
-        out.write(line_out + "\n")
-        out.flush()
 
 
 if __name__ == "__main__":

@@ -67,6 +67,14 @@ class JsonLinesProtocol(FunctionCase):
         self.assertEqual(lines[0]["initError"]["errorMessage"], "at import")
         self.assertIn("ZeroDivisionError", err)
 
+    def test_resident_memory_is_on_every_line_only_when_asked(self):
+        lines = self.invoke_ok([{}, {"raise": "x"}, {"unserialisable": True}], SERVERLESS_TORCH_REPORT_RSS="1")
+        for line in lines:
+            self.assertIsInstance(line["rss"], int)
+            self.assertGreater(line["rss"], 1 << 20)
+        (plain,) = self.invoke_ok([{}])
+        self.assertNotIn("rss", plain)
+
     def test_results_go_to_the_descriptor_named_in_the_environment(self):
         read_end, write_end = os.pipe()
         proc = subprocess.Popen([sys.executable, "-S", "-s", INVOKE_LOCAL], stdin=subprocess.PIPE,
