@@ -25,8 +25,8 @@ export function knownBypasses(torchVersion: string): WeightsOnlyBypass[] {
  * Loaders that go through torch.load. On a torch with a weights-only bypass, `weights` and
  * `state_dict` no longer keep a crafted file from running code, and `pickle` runs it on any
  * version: all three need the user to vouch for the model file there. `torchscript`
- * (torch.jit.load) never claimed to be safe for untrusted files and the bypasses above are not
- * in it, so the torch version does not change what it risks.
+ * (torch.jit.load) was never a safe path for untrusted files on any version (CVE-2025-32434 made
+ * the weights-only load fall through to it), so the torch version does not change what it risks.
  */
 const TORCH_LOAD_LOADERS: PackagedLoader[] = ['weights', 'state_dict', 'pickle'];
 
