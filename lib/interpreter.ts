@@ -27,7 +27,13 @@ function pyenvCandidates(version: string): string[] {
  * A host interpreter of the runtime's exact minor version: bytecode, extension modules and
  * wheels are all built for one minor version, so another would not run the packaged tree.
  */
-export async function findInterpreter(target: TargetPlatform, runner: Runner, explicit?: string): Promise<Interpreter> {
+export async function findInterpreter(
+  target: TargetPlatform,
+  runner: Runner,
+  explicit?: string,
+  /** anyMachine: for work that depends on the Python version only (compiling bytecode). */
+  options: { anyMachine?: boolean } = {},
+): Promise<Interpreter> {
   const version = target.pythonVersion;
   const candidates = explicit
     ? [explicit]
@@ -46,7 +52,7 @@ export async function findInterpreter(target: TargetPlatform, runner: Runner, ex
         continue;
       }
       const hostMachine = machine === 'arm64' ? 'aarch64' : machine;
-      if (hostMachine !== target.machine) {
+      if (hostMachine !== target.machine && !options.anyMachine) {
         throw new TorchError(
           'TORCH_INVOKE_ARCHITECTURE_MISMATCH',
           `invoke local cannot run a ${target.architecture} function on this ${machine} machine: the packaged ` +

@@ -76,10 +76,13 @@ describe('packaging the example service end to end (real CLI, pip, torch 2.13.0)
     const members = layerZips.flatMap((file) => zipMembers(path.join(service, '.serverless', file), true));
     assert.ok(members.some((member) => member.endsWith('torch/__init__.py')));
     assert.ok(members.some((member) => member.endsWith('.parts/torch/lib/libtorch_cpu.so.000')), 'the inner archive is listed too');
-    for (const bad of [/^(python\/)?(nvidia|triton)[^/]*\//, /libtorch_cuda/, /torch\/test\//, /torch\/include\//, /\.pyi$/, /__pycache__/]) {
+    // Bytecode ships only when compiled for the runtime's own Python (cpython-311 here).
+    for (const bad of [/^(python\/)?(nvidia|triton)[^/]*\//, /libtorch_cuda/, /torch\/test\//, /torch\/include\//, /\.pyi$/, /__pycache__\/(?![^/]+\.cpython-311\.pyc$)/]) {
       assert.ok(!members.some((member) => bad.test(member)), `a member matches ${bad}`);
     }
     assert.ok(members.some((member) => /torch-2\.13\.0\+cpu\.dist-info\/METADATA$/.test(member)), 'dist-info is kept');
+    assert.ok(members.includes('python/torch/__pycache__/__init__.cpython-311.pyc'), 'torch ships bytecode for python3.11');
+    assert.ok(!members.some((member) => member.startsWith('python/sympy/') && member.endsWith('.pyc')), 'bytecode only for what import torch imports');
   });
 
   it('puts the shim, its manifest and the model in the function package, without node_modules', () => {
