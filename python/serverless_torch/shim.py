@@ -23,6 +23,9 @@ MB_PER_VCPU = 1769
 # line and for bench/cold-start.
 INIT_TIMINGS: Dict[str, float] = {}
 
+# Lambda sets this while it runs the init whose memory and /tmp a SnapStart snapshot captures.
+SNAP_START_INIT = "snap-start"
+
 
 class InitError(RuntimeError):
     """The packaged function is inconsistent; `code` names the failure."""
@@ -215,7 +218,15 @@ def _init() -> Any:
             "TORCH_BAD_MANIFEST",
             "manifest.json format %r is not supported by this shim (format 1)" % (manifest.get("format"),),
         )
-    model = load_model(torch, task_root, manifest.get("model"))
+    snapshot = _snapshot_hooks()
+    if snapshot is None:
+        model = load_model(torch, task_root, manifest.get("model"))
+    else:
+        # Loaded just before the snapshot, after the handler module imported: whatever the
+        # user's module sets up at import is then in place for the warm-up too.
+        model = None
+        snapshot.register_before_snapshot(lambda: _load_before_snapshot(torch, task_root, manifest.get("model")))
+        snapshot.register_after_restore(lambda: _after_restore(torch))
     loaded = time.perf_counter()
 
     fn = import_handler(os.environ.get("SERVERLESS_TORCH_HANDLER"))
@@ -239,13 +250,52 @@ def _init() -> Any:
             unpack_note,
             imported - started,
             loaded - imported,
-            (manifest.get("model") or {}).get("loader", "no model"),
+            (manifest.get("model") or {}).get("loader", "no model") + (", deferred to before snapshot" if snapshot else ""),
             threads,
         ),
         file=sys.stderr,
         flush=True,
     )
     return model, fn
+
+
+def _snapshot_hooks() -> Any:
+    """Lambda's runtime hooks module during a SnapStart init, else None."""
+    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != SNAP_START_INIT:
+        return None
+    try:
+        import snapshot_restore_py  # only the Lambda Python 3.12+ runtime has it
+    except ImportError:
+        return None
+    return snapshot_restore_py
+
+
+def warm_up(torch: Any) -> None:
+    """Starts torch's intra-op thread pool and allocator before the snapshot, so the first
+    request after a restore does not pay for it."""
+    with torch.no_grad():
+        a = torch.ones(64, 64)
+        torch.mm(a, a).sum()
+
+
+def _load_before_snapshot(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> None:
+    global MODEL
+    started = time.perf_counter()
+    MODEL = load_model(torch, task_root, model)
+    loaded = time.perf_counter()
+    warm_up(torch)
+    INIT_TIMINGS.update({"load": loaded - started, "warm_up": time.perf_counter() - loaded})
+    print(
+        "serverless-torch before snapshot: model load %.2f s | warm-up %.2f s"
+        % (INIT_TIMINGS["load"], INIT_TIMINGS["warm_up"]),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _after_restore(torch: Any) -> None:
+    # Every sandbox restored from one snapshot would otherwise draw the same random numbers.
+    torch.seed()
 
 
 MODEL, _user_handler = _init()
