@@ -37,6 +37,7 @@ interface FunctionConfig {
   ephemeralStorageSize?: number | string;
   package?: { individually?: boolean; artifact?: string; patterns?: string[] };
   torch?: boolean;
+  snapStart?: boolean;
 }
 
 const STAGING_PREFIX = '.torch-staging-';
@@ -215,6 +216,7 @@ class ServerlessTorch {
         memorySize: Number(fn.memorySize ?? provider.memorySize ?? 1024),
         userLayers: fn.layers ?? provider.layers ?? [],
         ephemeralStorageSize: fn.ephemeralStorageSize ? Number(fn.ephemeralStorageSize) : provider.ephemeralStorageSize ? Number(provider.ephemeralStorageSize) : null,
+        snapStart: fn.snapStart === true,
         files,
         artifactName: individually ? `${name}.zip` : `${service.service}-torch.zip`,
       });

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { openCache } from './cache';
 import { ResolvedConfig } from './config';
 import { DependencyTree, buildDependencyTree } from './dependency-tree';
+import { checkSnapStart, initBudgetWarning } from './init-budget';
 import { diskFullError, freeBytes, isDiskFull } from './disk-space';
 import { TorchError } from './errors';
 import { formatBytes } from './format';
@@ -27,6 +28,8 @@ export interface TorchFunction {
   /** Layers the user already attaches (function or provider level). */
   userLayers: unknown[];
   ephemeralStorageSize: number | null;
+  /** The function's `snapStart` property (python3.12+): init runs once, before a snapshot. */
+  snapStart?: boolean;
   /** Files the framework's packager selected, relative to the service directory. */
   files: string[];
   /** Name of the zip: functions packaged together share one. */
@@ -272,6 +275,18 @@ export async function packageTorchFunctions(options: {
     }
     let ephemeralStorageSize = fn.ephemeralStorageSize;
     const needed = ephemeralStorageNeeded(built.tmpBytes);
+    if (fn.snapStart) {
+      checkSnapStart({ functionName: fn.name, target, tmpMbNeeded: needed, ephemeralStorageSize: fn.ephemeralStorageSize, tmpBytes: built.tmpBytes });
+    } else {
+      const warning = initBudgetWarning({
+        functionName: fn.name,
+        memorySize: fn.memorySize,
+        tmpBytes: built.tmpBytes,
+        modelBytes: contents.modelBytes,
+        bytecode: Boolean(tree.bytecode),
+      });
+      if (warning) reporter.warning(warning);
+    }
     if (needed > (fn.ephemeralStorageSize ?? DEFAULT_TMP_MB)) {
       reporter.notice(`Function "${fn.name}": /tmp set to ${needed} MB (ephemeralStorageSize): the compressed dependencies unpack to ${Math.ceil(built.tmpBytes / 1048576)} MiB there at cold start.`);
       ephemeralStorageSize = needed;
