@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { extractZip, readZipEntry, readZipIndex, writeZip, type ZipEntry } from '../lib/zip';
 
+// python3 is required by the plugin itself, so its absence is a failure, not a reason to skip.
 const hasPython = spawnSync('python3', ['--version']).status === 0;
 const hasUnzip = spawnSync('unzip', ['-v']).status === 0;
 
@@ -136,7 +137,7 @@ describe('zip', function () {
   });
 
   it("python's zipfile reads every entry back byte-exact", async function () {
-    if (!hasPython) this.skip();
+    assert.ok(hasPython, 'python3 is needed to read the zips back independently');
     const entries = sampleEntries();
     const result = await writeZip(path.join(dir, 'py.zip'), entries);
     const read = pythonRead(result.path);
@@ -222,7 +223,7 @@ describe('zip', function () {
   });
 
   it('extractZip takes directory entries and executable bits from zips other tools wrote', async function () {
-    if (!hasPython) this.skip();
+    assert.ok(hasPython, 'python3 is needed to read the zips back independently');
     const zipPath = path.join(dir, 'py-made.zip');
     python(
       `
@@ -356,7 +357,7 @@ with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
   });
 
   it('extractZip refuses ../ entries', async function () {
-    if (!hasPython) this.skip();
+    assert.ok(hasPython, 'python3 is needed to read the zips back independently');
     const hostile = `
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1], 'w') as z:
@@ -378,7 +379,7 @@ with zipfile.ZipFile(sys.argv[1], 'w') as z:
   });
 
   it('extractZip refuses symlink entries', async function () {
-    if (!hasPython) this.skip();
+    assert.ok(hasPython, 'python3 is needed to read the zips back independently');
     const zipPath = path.join(dir, 'link.zip');
     python(
       `
@@ -452,47 +453,4 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     }
   });
 
-  it('members and offsets beyond 4 GiB use zip64 fields', async function () {
-    if (!process.env.ZIP_TEST_HUGE) this.skip();
-    this.timeout(900_000);
-    const size = 4 * 1024 ** 3 + 1000;
-    const sparse = path.join(dir, 'sparse.bin');
-    const fd = fs.openSync(sparse, 'w');
-    fs.ftruncateSync(fd, size);
-    fs.writeSync(fd, Buffer.from('end'), 0, 3, size - 3);
-    fs.closeSync(fd);
-    const result = await writeZip(path.join(dir, 'huge.zip'), [
-      { name: 'a-compressed.bin', source: { path: sparse } },
-      { name: 'b-stored.bin', source: { path: sparse }, compress: false },
-      { name: 'c-after.txt', source: { data: Buffer.from('after 4 GiB') } },
-    ]);
-    assert.ok(result.bytes > size);
-    const index = await readZipIndex(result.path);
-    assert.deepEqual(
-      index.map((e) => e.uncompressedSize),
-      [size, size, 11],
-    );
-    assert.equal((await readZipEntry(result.path, 'c-after.txt')).toString(), 'after 4 GiB');
-    if (hasPython) {
-      const out = python(
-        `
-import sys, zipfile, zlib
-with zipfile.ZipFile(sys.argv[1]) as z:
-    for name in ('a-compressed.bin', 'b-stored.bin'):
-        crc = 0; n = 0
-        with z.open(name) as f:
-            while chunk := f.read(1 << 24):
-                crc = zlib.crc32(chunk, crc); n += len(chunk)
-        print(name, n, z.getinfo(name).CRC == crc)
-    print(z.read('c-after.txt').decode())
-`,
-        result.path,
-      );
-      assert.equal(out.trim(), `a-compressed.bin ${size} True\nb-stored.bin ${size} True\nafter 4 GiB`);
-    }
-    if (hasUnzip) {
-      const test = spawnSync('unzip', ['-t', result.path], { encoding: 'utf8' });
-      assert.equal(test.status, 0, test.stdout + test.stderr);
-    }
-  });
 });
