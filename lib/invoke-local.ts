@@ -102,7 +102,9 @@ export async function runInvocations(options: {
   };
   const runnerScript = path.join(layout.taskRoot, 'serverless_torch', 'invoke_local.py');
   // -I -S: no host site-packages, no PYTHON* variables, no user site: only what was packaged.
-  const child = spawn(options.interpreter.path, ['-I', '-S', runnerScript], {
+  // -B: /var/task and /opt are read-only on Lambda; here the layout's layers live in the plugin
+  // cache, and bytecode written into them would make later local runs faster than Lambda's.
+  const child = spawn(options.interpreter.path, ['-I', '-S', '-B', runnerScript], {
     cwd: layout.taskRoot,
     env,
     stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
