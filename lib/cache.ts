@@ -80,3 +80,10 @@ export function readEntryJson<T>(entryDir: string, file: string): T | null {
     return null;
   }
 }
+
+/** Hex sha256 of a file, streamed so a large model or layer is never held in memory. */
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}

@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CacheLayout } from './cache';
+import { CacheLayout, sha256File } from './cache';
 import { Interpreter } from './interpreter';
 import { extractZip } from './zip';
-import { createHash } from 'node:crypto';
 
 export interface LambdaLayout {
   root: string;
@@ -13,11 +12,6 @@ export interface LambdaLayout {
   tmpDir: string;
 }
 
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
 
 /**
  * Lays the artifacts out as Lambda does: the function zip in /var/task, the layers merged into

@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import { sha256File } from './cache';
 import { ResolvedConfig } from './config';
 import { TorchError } from './errors';
 import { readZipEntry, readZipIndex } from './zip';
@@ -40,11 +40,6 @@ export function picklesClasses(pickle: Buffer): string[] {
   return [...classes];
 }
 
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
 
 /** Looks inside the model file to settle the loader and catch mistakes before deploying. */
 export async function inspectModel(model: ResolvedConfig['model']): Promise<ModelManifest> {

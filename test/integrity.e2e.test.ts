@@ -4,8 +4,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { runInvocations } from '../lib/invoke-local';
-import { layOutPackaged, packagedFunction, python311 } from './support/lambda-layout';
+import { invokeExample, layOutPackaged, packagedFunction } from './support/lambda-layout';
 import { FixtureWheels, WheelIndex, prepareFixtureWheels, startWheelIndex } from './support/wheel-index';
 import { REPO, SlsResult, TEST_CACHE, makeService, runSls, serviceYaml } from './support/sls';
 
@@ -93,18 +92,7 @@ describe('integrity: --hash pins and the model digest (real CLI)', function () {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-layout-'));
     cleanup.push(root);
     const layout = await layOutPackaged(fn, root, packaged.cacheDir);
-    const { outcomes } = await runInvocations({
-      layout,
-      interpreter: await python311(),
-      events: [EVENT],
-      environment: {},
-      functionName: 'predict',
-      memorySize: 3008,
-      timeout: 30,
-      handler: fn.handler,
-      stdout: fs.createWriteStream(os.devNull),
-      stderr: fs.createWriteStream(os.devNull),
-    });
+    const { outcomes } = await invokeExample(layout, fn.handler, [EVENT]);
     assert.equal((outcomes[0].result as { predictions: number[] }).predictions.length, EVENT.inputs.length);
   });
 
@@ -129,18 +117,7 @@ dst.close()`,
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-layout-'));
     cleanup.push(root);
     const layout = await layOutPackaged(fn, root, packaged.cacheDir, tampered);
-    const { outcomes, exitCode } = await runInvocations({
-      layout,
-      interpreter: await python311(),
-      events: [EVENT],
-      environment: {},
-      functionName: 'predict',
-      memorySize: 3008,
-      timeout: 30,
-      handler: fn.handler,
-      stdout: fs.createWriteStream(os.devNull),
-      stderr: fs.createWriteStream(os.devNull),
-    });
+    const { outcomes, exitCode } = await invokeExample(layout, fn.handler, [EVENT]);
     assert.equal(exitCode, 1);
     assert.equal(outcomes.length, 1);
     const initError = outcomes[0].initError!;

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { InvokeOutcome, runInvocations } from '../lib/invoke-local';
-import { layOutPackaged, packagedFunction, python311 } from './support/lambda-layout';
+import { InvokeOutcome } from '../lib/invoke-local';
+import { invokeExample, layOutPackaged, packagedFunction } from './support/lambda-layout';
 import { WheelIndex, prepareFixtureWheels, startWheelIndex } from './support/wheel-index';
 import { REPO, TEST_CACHE, makeService, runSls, serviceYaml } from './support/sls';
 
@@ -37,18 +37,7 @@ describe('load: 1,000 invocations in one warm process (packaged example, invoke-
     // One in ten raises in the user's handler (a ValueError for a row of 2 values instead of 64).
     const events = Array.from({ length: INVOCATIONS }, (_, i) => (i % 10 === 9 ? BAD_EVENT : EVENT));
     const started = Date.now();
-    ({ outcomes, exitCode } = await runInvocations({
-      layout,
-      interpreter: await python311(),
-      events,
-      environment: { SERVERLESS_TORCH_REPORT_RSS: '1' },
-      functionName: 'predict',
-      memorySize: 3008,
-      timeout: 30,
-      handler: fn.handler,
-      stdout: fs.createWriteStream(os.devNull),
-      stderr: fs.createWriteStream(os.devNull),
-    }));
+    ({ outcomes, exitCode } = await invokeExample(layout, fn.handler, events, { SERVERLESS_TORCH_REPORT_RSS: '1' }));
     process.stdout.write(`        ${INVOCATIONS} invocations in ${((Date.now() - started) / 1000).toFixed(1)} s including the cold start\n`);
   });
 

@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openCache } from '../../lib/cache';
 import { Interpreter, findInterpreter } from '../../lib/interpreter';
-import { LambdaLayout, layOut } from '../../lib/invoke-local';
+import * as os from 'node:os';
+import { InvokeOutcome, LambdaLayout, layOut, runInvocations } from '../../lib/invoke-local';
 import { runProcess } from '../../lib/process';
 import { targetPlatform } from '../../lib/target';
 
@@ -39,4 +40,28 @@ export function layOutPackaged(packaged: PackagedFunction, root: string, cacheDi
 
 export function python311(): Promise<Interpreter> {
   return findInterpreter(targetPlatform('python3.11', 'x86_64'), runProcess);
+}
+
+/**
+ * Runs events through the example's predict function on a layout, as invoke local does, with
+ * python3.11 and the example's memory; the function's own output is discarded.
+ */
+export async function invokeExample(
+  layout: LambdaLayout,
+  handler: string,
+  events: unknown[],
+  environment: Record<string, string> = {},
+): Promise<{ outcomes: InvokeOutcome[]; exitCode: number }> {
+  return runInvocations({
+    layout,
+    interpreter: await python311(),
+    events,
+    environment,
+    functionName: 'predict',
+    memorySize: 3008,
+    timeout: 30,
+    handler,
+    stdout: fs.createWriteStream(os.devNull),
+    stderr: fs.createWriteStream(os.devNull),
+  });
 }
