@@ -2,17 +2,17 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { openCache } from './lib/cache';
-import { ResolvedConfig, customSchema, functionSchema, resolveConfig } from './lib/config';
-import { TYPICAL_COLD_BUILD_BYTES, diskFullError, fullestDirectory, isDiskFull } from './lib/disk-space';
-import { isTorchError, TorchError } from './lib/errors';
-import { findInterpreter } from './lib/interpreter';
-import { layOut, runInvocations } from './lib/invoke-local';
-import { PackageOutput, TorchFunction, packageTorchFunctions } from './lib/package-service';
-import { runProcess } from './lib/process';
-import { formatReport } from './lib/report';
-import { Reporter } from './lib/reporter';
-import { SUPPORTED_RUNTIMES, isPythonRuntime, targetPlatform } from './lib/target';
+import { openCache } from './lib/util/cache';
+import { ResolvedConfig, customSchema, functionSchema, resolveConfig } from './lib/config/options';
+import { TYPICAL_COLD_BUILD_BYTES, diskFullError, fullestDirectory, isDiskFull } from './lib/util/disk-space';
+import { isTorchError, TorchError } from './lib/util/errors';
+import { findInterpreter } from './lib/resolve/interpreter';
+import { layOut, runInvocations } from './lib/local/invoke';
+import { PackageOutput, TorchFunction, packageTorchFunctions } from './lib/pipeline/package-functions';
+import { runProcess } from './lib/util/process';
+import { formatReport } from './lib/bundle/report';
+import { Reporter } from './lib/util/reporter';
+import { SUPPORTED_RUNTIMES, isPythonRuntime, targetPlatform } from './lib/resolve/target';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Serverless = any;

@@ -16,13 +16,13 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { cacheKey } from '../lib/cache';
-import { formatBytes } from '../lib/format';
-import { Interpreter, findInterpreter } from '../lib/interpreter';
-import { runProcess } from '../lib/process';
-import { targetPlatform } from '../lib/target';
-import { writeZip } from '../lib/zip';
-import { extractZip } from '../lib/zip';
+import { cacheKey } from '../lib/util/cache';
+import { formatBytes } from '../lib/util/format';
+import { Interpreter, findInterpreter } from '../lib/resolve/interpreter';
+import { runProcess } from '../lib/util/process';
+import { targetPlatform } from '../lib/resolve/target';
+import { writeZip } from '../lib/zip/write';
+import { extractZip } from '../lib/zip/write';
 import { pipEnv, prepareFixtureWheels, startWheelIndex } from '../test/support/wheel-index';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -403,7 +403,7 @@ async function main(): Promise<void> {
 }
 
 async function readZipText(zipPath: string, member: string): Promise<string> {
-  const { readZipEntry } = await import('../lib/zip');
+  const { readZipEntry } = await import('../lib/zip/write');
   return (await readZipEntry(zipPath, member)).toString('utf8');
 }
 

@@ -5,7 +5,7 @@ import { promises as fsp, constants as fsConstants, createWriteStream } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import archiver from 'archiver';
-import { writeZip, type ZipEntry } from '../lib/zip';
+import { writeZip, type ZipEntry } from '../lib/zip/write';
 
 interface FileEntry {
   name: string;

@@ -13,8 +13,10 @@ import unittest
 import warnings
 import zipfile
 
-PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "serverless_torch")
-INVOKE_LOCAL = os.path.join(PACKAGE_DIR, "invoke_local.py")
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What ships in every function zip, and what only `invoke local` runs.
+PACKAGE_DIR = os.path.join(PYTHON_DIR, "runtime", "serverless_torch")
+INVOKE_LOCAL = os.path.join(PYTHON_DIR, "local", "invoke_local.py")
 KEY = "0123456789abcdef"
 
 

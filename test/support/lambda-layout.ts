@@ -1,11 +1,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openCache } from '../../lib/cache';
-import { Interpreter, findInterpreter } from '../../lib/interpreter';
+import { openCache } from '../../lib/util/cache';
+import { Interpreter, findInterpreter } from '../../lib/resolve/interpreter';
 import * as os from 'node:os';
-import { InvokeOutcome, LambdaLayout, layOut, runInvocations } from '../../lib/invoke-local';
-import { runProcess } from '../../lib/process';
-import { targetPlatform } from '../../lib/target';
+import { InvokeOutcome, LambdaLayout, layOut, runInvocations } from '../../lib/local/invoke';
+import { runProcess } from '../../lib/util/process';
+import { targetPlatform } from '../../lib/resolve/target';
 
 export interface PackagedFunction {
   /** The function zip `sls package` left in .serverless/. */

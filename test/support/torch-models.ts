@@ -5,11 +5,11 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openCache } from '../../lib/cache';
-import { resolveConfig } from '../../lib/config';
-import { HostTorch, ensureHostTorch, hostPythonArgs } from '../../lib/host-torch';
-import { Runner, runProcess } from '../../lib/process';
-import { silentReporter } from '../../lib/reporter';
+import { openCache } from '../../lib/util/cache';
+import { resolveConfig } from '../../lib/config/options';
+import { HostTorch, ensureHostTorch, hostPythonArgs } from '../../lib/model/host-torch';
+import { Runner, runProcess } from '../../lib/util/process';
+import { silentReporter } from '../../lib/util/reporter';
 import { TEST_CACHE } from './sls';
 import { TORCH_VERSION, WheelIndex, pipEnv } from './wheel-index';
 

@@ -1,0 +1,92 @@
+import { TorchError } from '../util/errors';
+import { formatBytes } from '../util/format';
+import { DEFAULT_TMP_MB } from './layer-plan';
+import { TargetPlatform } from '../resolve/target';
+
+/** Lambda's limit on the init phase of an on-demand function (FACTS §1). */
+export const INIT_LIMIT_SECONDS = 10;
+/** Memory that buys one full vCPU; below it a function gets that fraction of one (FACTS §1). */
+export const MB_PER_VCPU = 1769;
+
+// Per-vCPU figures measured with bench/cold-start (torch 2.13 x86_64, python3.11, warm page
+// cache, README "Performance"), rounded towards slow: the estimate is for a warning, and a
+// loaded Lambda host is slower than an idle one.
+/** Inflating the compressed dependencies into /tmp, per vCPU (the shim uses one thread per vCPU). */
+export const UNPACK_BYTES_PER_SECOND = 200e6;
+/** `import torch` on one vCPU, with bytecode compiled for the runtime and without (import is single-threaded). */
+export const IMPORT_SECONDS = { bytecode: 1.4, source: 3.0 };
+/** Reading and copying the model's weights, per vCPU. */
+export const LOAD_BYTES_PER_SECOND = 500e6;
+
+export interface InitEstimate {
+  vcpus: number;
+  unpack: number;
+  import: number;
+  load: number;
+  total: number;
+}
+
+/** Seconds a cold start takes from sandbox start to a loaded model, at a memory size. */
+export function estimateInit(options: { memorySize: number; tmpBytes: number; modelBytes: number; bytecode: boolean }): InitEstimate {
+  const vcpus = Math.min(6, options.memorySize / MB_PER_VCPU);
+  // Import and load run on one thread: more than one vCPU does not speed them up, less slows them down.
+  const oneThread = Math.min(1, vcpus);
+  const unpack = options.tmpBytes / (UNPACK_BYTES_PER_SECOND * vcpus);
+  const importSeconds = (options.bytecode ? IMPORT_SECONDS.bytecode : IMPORT_SECONDS.source) / oneThread;
+  const load = options.modelBytes / (LOAD_BYTES_PER_SECOND * oneThread);
+  return { vcpus, unpack, import: importSeconds, load, total: unpack + importSeconds + load };
+}
+
+/**
+ * A warning when the estimated init likely passes Lambda's 10 s limit (Lambda then runs init
+ * again inside the first request, with that request's timeout), or null.
+ */
+export function initBudgetWarning(options: {
+  functionName: string;
+  memorySize: number;
+  tmpBytes: number;
+  modelBytes: number;
+  bytecode: boolean;
+}): string | null {
+  const estimate = estimateInit(options);
+  if (estimate.total < INIT_LIMIT_SECONDS) return null;
+  let enough: number | null = null;
+  for (let memory = Math.ceil(options.memorySize / 64) * 64; memory <= 10240; memory += 64) {
+    if (estimateInit({ ...options, memorySize: memory }).total < INIT_LIMIT_SECONDS * 0.8) {
+      enough = memory;
+      break;
+    }
+  }
+  return (
+    `Function "${options.functionName}": its cold start is estimated at ${estimate.total.toFixed(1)} s at ${options.memorySize} MB ` +
+    `(${estimate.vcpus.toFixed(2)} vCPU: unpack ${formatBytes(options.tmpBytes)} ${estimate.unpack.toFixed(1)} s, import torch ` +
+    `${estimate.import.toFixed(1)} s${options.bytecode ? '' : ' without bytecode'}, model ${estimate.load.toFixed(1)} s), which likely passes ` +
+    `Lambda's ${INIT_LIMIT_SECONDS} s init limit; Lambda then repeats init inside the first request. ` +
+    (enough ? `Set memorySize to ${enough} MB or more (memory buys vCPUs), ` : 'Give it more memory, ') +
+    'or enable SnapStart (python3.12+).'
+  );
+}
+
+/**
+ * SnapStart (python3.12+) snapshots memory and /tmp, and refuses ephemeral storage above 512 MB:
+ * the unpacked dependencies must fit the default /tmp.
+ */
+export function checkSnapStart(options: { functionName: string; target: TargetPlatform; tmpMbNeeded: number; ephemeralStorageSize: number | null; tmpBytes: number }): void {
+  const { functionName, target } = options;
+  const [major, minor] = target.pythonVersion.split('.').map(Number);
+  if (major === 3 && minor < 12) {
+    throw new TorchError(
+      'TORCH_SNAPSTART_RUNTIME',
+      `functions.${functionName}.snapStart is true, but its runtime is ${target.runtime}: Lambda offers SnapStart for Python ` +
+        'from python3.12 on. Use runtime python3.12 or later, or remove snapStart.',
+    );
+  }
+  if (options.tmpMbNeeded > DEFAULT_TMP_MB || (options.ephemeralStorageSize ?? DEFAULT_TMP_MB) > DEFAULT_TMP_MB) {
+    throw new TorchError(
+      'TORCH_SNAPSTART_TMP_TOO_LARGE',
+      `functions.${functionName}.snapStart is true, but the function needs ${Math.max(options.tmpMbNeeded, options.ephemeralStorageSize ?? 0)} MB of /tmp ` +
+        `(the compressed dependencies unpack to ${formatBytes(options.tmpBytes)} there) and SnapStart allows at most ${DEFAULT_TMP_MB} MB ` +
+        '(ephemeralStorageSize). Make the dependencies smaller (drop requirements, custom.torch.strip.remove), or remove snapStart.',
+    );
+  }
+}

@@ -1,0 +1,64 @@
+import { formatBytes } from '../util/format';
+import { UNZIPPED_LIMIT } from './layer-plan';
+import { FunctionReport } from '../pipeline/package-functions';
+
+function row(cells: string[], widths: number[]): string {
+  return cells.map((cell, index) => (index === 0 ? cell.padEnd(widths[index]) : cell.padStart(widths[index]))).join('  ');
+}
+
+/** The table shown after packaging: what each function weighs against Lambda's limits. */
+export function formatReport(report: FunctionReport): string {
+  const percent = (bytes: number) => `${((bytes / UNZIPPED_LIMIT) * 100).toFixed(0)}%`;
+  const lines: string[][] = [
+    ['part', 'unzipped', 'zipped'],
+    ['code + shim', formatBytes(report.code.unzippedBytes - report.model.bytes), ''],
+    [`model (${report.model.loader}${report.quantization?.quantized ? ', int8' : ''})`, formatBytes(report.model.bytes), ''],
+    ['function zip', formatBytes(report.code.unzippedBytes), formatBytes(report.code.zippedBytes)],
+    ...report.layers.map((layer) => [
+      `layer ${layer.name}${layer.role === 'packed' ? ' (compressed deps)' : ''}`,
+      formatBytes(layer.unzippedBytes),
+      formatBytes(layer.zippedBytes),
+    ]),
+    [`total / limit ${formatBytes(UNZIPPED_LIMIT)}`, `${formatBytes(report.totalUnzippedBytes)} (${percent(report.totalUnzippedBytes)})`, ''],
+  ];
+  const widths = [0, 1, 2].map((column) => Math.max(...lines.map((line) => line[column].length)));
+  const tmp = report.tmpBytes
+    ? `/tmp at cold start: ${formatBytes(report.tmpBytes)} of ${report.ephemeralStorageSize} MB`
+    : '/tmp at cold start: nothing to unpack';
+  return [
+    `${report.functionName} (${report.target}, torch ${report.torch.version}, ${report.torch.wheel})`,
+    ...lines.map((line) => `  ${row(line, widths)}`),
+    `  ${tmp}; layers ${report.layers.length} (Lambda allows 5 per function)`,
+    ...(report.quantization ? formatQuantization(report.quantization).map((line) => `  ${line}`) : []),
+  ].join('\n');
+}
+
+function formatMs(milliseconds: number): string {
+  return `${milliseconds < 1 ? milliseconds.toPrecision(2) : milliseconds.toFixed(milliseconds < 10 ? 2 : 1)} ms`;
+}
+
+/** What quantize: dynamic gained and cost, in the words a user decides with. */
+export function formatQuantization(quantization: NonNullable<FunctionReport['quantization']>): string[] {
+  if (!quantization.quantized) {
+    return ['quantize: dynamic: nothing quantized (no Linear, LSTM or GRU layers); the float model ships'];
+  }
+  const layers = Object.entries(quantization.layers).map(([type, count]) => `${count} ${type}`).join(', ');
+  const lines = [
+    `quantize: dynamic (int8 ${layers}): model ${formatBytes(quantization.floatBytes)} → ${formatBytes(quantization.bytes)}, ` +
+      `${(quantization.floatBytes / quantization.bytes).toFixed(1)}x smaller${quantization.reused ? ' (cached)' : ''}`,
+  ];
+  const measured = quantization.engines[quantization.engine];
+  if (!quantization.sampleInput) {
+    lines.push('  set custom.torch.sampleInput to measure the output difference and the latency');
+  } else if (!measured || measured.maxAbsDiff === undefined) {
+    lines.push(`  the ${quantization.engine} engine this function uses is not in this machine's torch: not measured`);
+  } else {
+    const relative = measured.maxRelDiff === null || measured.maxRelDiff === undefined ? '' : ` (${(measured.maxRelDiff * 100).toFixed(2)}% of the largest output)`;
+    lines.push(
+      `  on ${quantization.sampleInput}: max output difference ${measured.maxAbsDiff.toPrecision(3)}${relative}; ` +
+        `per call ${formatMs(measured.floatMs!)} float, ${formatMs(measured.quantizedMs!)} int8 ` +
+        `(median of ${measured.calls}, 1 thread, ${quantization.engine} engine, on this machine)`,
+    );
+  }
+  return lines;
+}

@@ -1,0 +1,124 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CacheLayout, sha256File } from '../util/cache';
+import { Interpreter } from '../resolve/interpreter';
+import { LOCAL_SCRIPTS_DIR } from '../util/plugin-paths';
+import { extractZip } from '../zip/write';
+
+export interface LambdaLayout {
+  root: string;
+  taskRoot: string;
+  optDir: string;
+  tmpDir: string;
+}
+
+
+/**
+ * Lays the artifacts out as Lambda does: the function zip in /var/task, the layers merged into
+ * /opt in order, an empty /tmp. Layers are unzipped once into the cache (by content hash) and
+ * linked in, so a second invoke does not unzip hundreds of megabytes again.
+ */
+export async function layOut(options: {
+  root: string;
+  functionZip: string;
+  layerZips: string[];
+  cache: CacheLayout;
+}): Promise<LambdaLayout> {
+  const layout = {
+    root: options.root,
+    taskRoot: path.join(options.root, 'var', 'task'),
+    optDir: path.join(options.root, 'opt'),
+    tmpDir: path.join(options.root, 'tmp'),
+  };
+  for (const dir of [layout.taskRoot, layout.optDir, layout.tmpDir]) fs.mkdirSync(dir, { recursive: true });
+  await extractZip(options.functionZip, layout.taskRoot);
+  for (const layerZip of options.layerZips) {
+    const digest = (await sha256File(layerZip)).slice(0, 24);
+    const unpacked = path.join(options.cache.root, 'layouts', digest);
+    if (!fs.existsSync(unpacked)) {
+      const work = options.cache.workDir(`layout-${digest}`);
+      await extractZip(layerZip, work);
+      fs.mkdirSync(path.dirname(unpacked), { recursive: true });
+      try {
+        fs.renameSync(work, unpacked);
+      } catch {
+        fs.rmSync(work, { recursive: true, force: true });
+      }
+    }
+    // Later layers win for the same path, as on Lambda.
+    for (const name of fs.readdirSync(unpacked)) {
+      const link = path.join(layout.optDir, name);
+      fs.rmSync(link, { recursive: true, force: true });
+      fs.symlinkSync(path.join(unpacked, name), link);
+    }
+  }
+  return layout;
+}
+
+export interface InvokeOutcome {
+  result?: unknown;
+  error?: { errorType: string; errorMessage: string; stackTrace?: string[] };
+  initError?: { errorType: string; errorMessage: string; stackTrace?: string[] };
+  /** Resident memory of the Python process after this invocation, in bytes (SERVERLESS_TORCH_REPORT_RSS=1). */
+  rss?: number;
+}
+
+/** Runs the packaged shim on the layout with a host interpreter, one JSON event per line. */
+export async function runInvocations(options: {
+  layout: LambdaLayout;
+  interpreter: Interpreter;
+  events: unknown[];
+  environment: Record<string, string>;
+  functionName: string;
+  memorySize: number;
+  timeout: number;
+  handler: string;
+  stdout?: NodeJS.WritableStream;
+  stderr?: NodeJS.WritableStream;
+}): Promise<{ outcomes: InvokeOutcome[]; exitCode: number }> {
+  const { layout } = options;
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/tmp',
+    LANG: 'C.UTF-8',
+    TZ: ':UTC',
+    ...options.environment,
+    LAMBDA_TASK_ROOT: layout.taskRoot,
+    LD_LIBRARY_PATH: path.join(layout.optDir, 'lib'),
+    AWS_LAMBDA_FUNCTION_NAME: options.functionName,
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(options.memorySize),
+    AWS_LAMBDA_FUNCTION_TIMEOUT: String(options.timeout),
+    AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
+    SERVERLESS_TORCH_OPT_DIR: layout.optDir,
+    SERVERLESS_TORCH_TMP_DIR: layout.tmpDir,
+    SERVERLESS_TORCH_HANDLER: options.handler,
+    SERVERLESS_TORCH_RESULT_FD: '3',
+  };
+  const runnerScript = path.join(LOCAL_SCRIPTS_DIR, 'invoke_local.py');
+  // -I -S: no host site-packages, no PYTHON* variables, no user site: only what was packaged.
+  // -B: /var/task and /opt are read-only on Lambda; here the layout's layers live in the plugin
+  // cache, and bytecode written into them would make later local runs faster than Lambda's.
+  const child = spawn(options.interpreter.path, ['-I', '-S', '-B', runnerScript], {
+    cwd: layout.taskRoot,
+    env,
+    stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+  });
+  child.stdout!.pipe(options.stdout ?? process.stderr, { end: false });
+  child.stderr!.pipe(options.stderr ?? process.stderr, { end: false });
+  const results: string[] = [];
+  let buffered = '';
+  (child.stdio[3] as NodeJS.ReadableStream).on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('utf8');
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    results.push(...lines.filter(Boolean));
+  });
+  child.stdin!.end(options.events.map((event) => JSON.stringify(event)).join('\n') + '\n');
+  const exitCode: number = await new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve(code ?? 1));
+  });
+  if (buffered.trim()) results.push(buffered);
+  return { outcomes: results.map((line) => JSON.parse(line) as InvokeOutcome), exitCode };
+}

@@ -1,0 +1,82 @@
+import { TorchError } from '../util/errors';
+import { PackagedLoader } from './inspect';
+import { compareReleases, releaseOf } from '../resolve/wheel-name';
+
+/** A published flaw that lets a crafted checkpoint run code through torch.load(weights_only=True) (FACTS §6). */
+export interface WeightsOnlyBypass {
+  cve: string;
+  /** First torch release without it. */
+  fixedIn: string;
+  effect: string;
+}
+
+export const WEIGHTS_ONLY_BYPASSES: WeightsOnlyBypass[] = [
+  { cve: 'CVE-2025-32434', fixedIn: '2.6.0', effect: 'remote code execution through torch.load(weights_only=True)' },
+  { cve: 'CVE-2026-24747', fixedIn: '2.10.0', effect: 'memory corruption and code execution in the weights-only unpickler' },
+];
+
+/** The bypasses a torch version still has ("2.5.1+cpu" has both). */
+export function knownBypasses(torchVersion: string): WeightsOnlyBypass[] {
+  const release = releaseOf(torchVersion);
+  return WEIGHTS_ONLY_BYPASSES.filter((bypass) => compareReleases(release, releaseOf(bypass.fixedIn)) < 0);
+}
+
+/**
+ * Loaders that go through torch.load. On a torch with a weights-only bypass, `weights` and
+ * `state_dict` no longer keep a crafted file from running code, and `pickle` runs it on any
+ * version: all three need the user to vouch for the model file there. `torchscript`
+ * (torch.jit.load) was never a safe path for untrusted files on any version (CVE-2025-32434 made
+ * the weights-only load fall through to it), so the torch version does not change what it risks.
+ */
+const TORCH_LOAD_LOADERS: PackagedLoader[] = ['weights', 'state_dict', 'pickle'];
+
+export interface LoaderSafety {
+  /** Set when packaging must stop. */
+  refusal: TorchError | null;
+  /** Said at package time even when packaging goes on. */
+  warnings: string[];
+}
+
+/** Whether the model may be packaged with this loader for this torch, and what the user must hear. */
+export function checkLoaderSafety(options: {
+  loader: PackagedLoader;
+  torchVersion: string;
+  allowUnsafeTorch: boolean;
+  modelPath: string;
+}): LoaderSafety {
+  const { loader, torchVersion, allowUnsafeTorch, modelPath } = options;
+  const warnings: string[] = [];
+  if (loader === 'pickle') {
+    warnings.push(
+      `custom.torch.model.loader is "pickle": every cold start runs torch.load(weights_only=False) on ${modelPath}, ` +
+        'which executes whatever code the file holds. Package only files you made or trust; a state dict ' +
+        '(loader: state_dict with a factory) cannot run code.',
+    );
+  }
+  const bypasses = TORCH_LOAD_LOADERS.includes(loader) ? knownBypasses(torchVersion) : [];
+  if (bypasses.length === 0) return { refusal: null, warnings };
+  const named = bypasses.map((bypass) => `${bypass.cve} (${bypass.effect}, fixed in ${bypass.fixedIn})`).join(' and ');
+  const newest = bypasses.map((bypass) => bypass.fixedIn).sort((a, b) => compareReleases(releaseOf(b), releaseOf(a)))[0];
+  if (allowUnsafeTorch) {
+    warnings.push(
+      `torch ${torchVersion} has ${named}; custom.torch.allowUnsafeTorch is true, so ${modelPath} is loaded with it ` +
+        `(loader ${loader}) on the promise that the file is trusted.`,
+    );
+    return { refusal: null, warnings };
+  }
+  return {
+    refusal: new TorchError(
+      'TORCH_UNSAFE_TORCH_VERSION',
+      `torch ${torchVersion} has ${named}: with loader ${loader}, a crafted ${modelPath} could run code in your function. ` +
+        `Use torch ${newest} or newer (on python3.12 or later), save the model as TorchScript (loader: torchscript), or, if ` +
+        'you made the model file yourself or otherwise trust it, set custom.torch.allowUnsafeTorch: true.',
+    ),
+    warnings,
+  };
+}
+
+/** The one version an exact pin ("==2.5.1", "===2.5.1+cpu") allows, else null. */
+export function pinnedVersion(specifier: string): string | null {
+  const match = /^===?\s*([0-9][0-9A-Za-z.+!]*)$/.exec(specifier.trim());
+  return match && !match[1].endsWith('.*') ? match[1] : null;
+}

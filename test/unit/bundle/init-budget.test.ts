@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { checkSnapStart, estimateInit, initBudgetWarning } from '../../../lib/bundle/init-budget';
+import { targetPlatform } from '../../../lib/resolve/target';
+
+const MiB = 1024 * 1024;
+// The example service with torch 2.13: libtorch_cpu.so unpacks to /tmp, the model is tiny.
+const example = { functionName: 'predict', tmpBytes: 329 * MiB, modelBytes: 21_000, bytecode: true };
+
+describe('init budget', () => {
+  it('scales unpacking with vCPUs and single-threaded import only below one vCPU', () => {
+    const one = estimateInit({ ...example, memorySize: 1769 });
+    const two = estimateInit({ ...example, memorySize: 3538 });
+    assert.ok(Math.abs(one.unpack / two.unpack - 2) < 1e-9);
+    assert.equal(one.import, two.import);
+    assert.ok(estimateInit({ ...example, memorySize: 885 }).import > one.import * 1.9);
+  });
+
+  it('counts the cost of shipping without bytecode', () => {
+    const withBytecode = estimateInit({ ...example, memorySize: 3008 });
+    const source = estimateInit({ ...example, memorySize: 3008, bytecode: false });
+    assert.ok(source.import > withBytecode.import);
+  });
+
+  for (const [memorySize, warns] of [
+    [3008, false],
+    [1024, false],
+    [512, true],
+    [128, true],
+  ] as const) {
+    it(`${warns ? 'warns' : 'does not warn'} for the example at ${memorySize} MB`, () => {
+      const warning = initBudgetWarning({ ...example, memorySize });
+      assert.equal(warning !== null, warns, warning ?? '');
+    });
+  }
+
+  it('names the estimate, the limit and a memory size that fits', () => {
+    const warning = initBudgetWarning({ ...example, memorySize: 512 })!;
+    assert.match(warning, /^Function "predict": its cold start is estimated at \d+\.\d s at 512 MB/);
+    assert.match(warning, /10 s init limit/);
+    const suggested = Number(/Set memorySize to (\d+) MB/.exec(warning)![1]);
+    assert.ok(estimateInit({ ...example, memorySize: suggested }).total < 8);
+  });
+});
+
+describe('SnapStart', () => {
+  const base = { functionName: 'predict', tmpMbNeeded: 393, ephemeralStorageSize: null, tmpBytes: 329 * MiB };
+
+  it('accepts python3.12+ functions whose /tmp fits 512 MB', () => {
+    checkSnapStart({ ...base, target: targetPlatform('python3.12', 'x86_64') });
+  });
+
+  it('refuses python3.11, where Lambda has no SnapStart for Python', () => {
+    assert.throws(() => checkSnapStart({ ...base, target: targetPlatform('python3.11', 'x86_64') }), (error: any) => {
+      assert.equal(error.code, 'TORCH_SNAPSTART_RUNTIME');
+      assert.match(error.message, /functions\.predict\.snapStart is true, but its runtime is python3\.11/);
+      return true;
+    });
+  });
+
+  it('refuses dependencies that need more than 512 MB of /tmp, naming the size and the fix', () => {
+    assert.throws(() => checkSnapStart({ ...base, tmpMbNeeded: 700, tmpBytes: 636 * MiB, target: targetPlatform('python3.13', 'x86_64') }), (error: any) => {
+      assert.equal(error.code, 'TORCH_SNAPSTART_TMP_TOO_LARGE');
+      assert.match(error.message, /needs 700 MB of \/tmp .*at most 512 MB/);
+      assert.match(error.message, /remove snapStart/);
+      return true;
+    });
+  });
+
+  it('refuses an ephemeralStorageSize above 512 MB set by the user', () => {
+    assert.throws(() => checkSnapStart({ ...base, ephemeralStorageSize: 1024, target: targetPlatform('python3.13', 'arm64') }), /TORCH_SNAPSTART_TMP_TOO_LARGE|needs 1024 MB/);
+  });
+});

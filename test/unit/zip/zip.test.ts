@@ -1,0 +1,456 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { extractZip, readZipEntry, readZipIndex, writeZip, type ZipEntry } from '../../../lib/zip/write';
+
+// python3 is required by the plugin itself, so its absence is a failure, not a reason to skip.
+const hasPython = spawnSync('python3', ['--version']).status === 0;
+const hasUnzip = spawnSync('unzip', ['-v']).status === 0;
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function python(script: string, ...args: string[]): string {
+  return execFileSync('python3', ['-c', script, ...args], { encoding: 'utf8', maxBuffer: 256 << 20 });
+}
+
+interface PythonEntry {
+  name: string;
+  sha256: string;
+  mode: number;
+  date: number[];
+  system: number;
+  extra: string;
+  method: number;
+  flags: number;
+}
+
+// zipfile.read checks each member's CRC, testzip checks them all again.
+const READ_ALL = `
+import hashlib, json, sys, zipfile
+out = []
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for i in z.infolist():
+        out.append(dict(name=i.filename, sha256=hashlib.sha256(z.read(i)).hexdigest(),
+                        mode=i.external_attr >> 16, date=list(i.date_time), system=i.create_system,
+                        extra=i.extra.hex(), method=i.compress_type, flags=i.flag_bits))
+    bad = z.testzip()
+print(json.dumps(dict(entries=out, bad=bad)))
+`;
+
+function pythonRead(zipPath: string): PythonEntry[] {
+  const result = JSON.parse(python(READ_ALL, zipPath)) as { entries: PythonEntry[]; bad: string | null };
+  assert.equal(result.bad, null);
+  return result.entries;
+}
+
+// Compressible and not: random runs between repeated text, so deflate has real work and the
+// dictionary carried across chunks matters.
+function mixedBytes(size: number): Buffer {
+  const out = Buffer.alloc(size);
+  const text = Buffer.from('import torch\nfrom torch import nn\nclass Model(nn.Module): pass\n'.repeat(40));
+  let at = 0;
+  while (at < size) {
+    at += randomBytes(Math.min(4096, size - at)).copy(out, at);
+    if (at < size) at += text.copy(out, at, 0, Math.min(text.length, size - at));
+  }
+  return out;
+}
+
+describe('zip', function () {
+  // Some tests zip tens of megabytes or tens of thousands of entries on a 2-core machine.
+  this.timeout(120_000);
+  let dir: string;
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zip-test-'));
+  });
+
+  afterEach(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  function file(rel: string, content: string | Buffer, mode = 0o644): string {
+    const p = path.join(dir, 'src', rel);
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, content);
+    fs.chmodSync(p, mode);
+    return p;
+  }
+
+  /** A bit of everything the plugin zips: code, an executable, an empty file, a stored member, non-ASCII, multi-chunk. */
+  function sampleEntries(): ZipEntry[] {
+    return [
+      { name: 'handler.py', source: { path: file('handler.py', 'def handler(event, context):\n    return 1\n') } },
+      { name: 'bin/tool', source: { path: file('bin/tool', '#!/bin/sh\necho hi\n', 0o755) }, executable: true },
+      { name: 'empty.txt', source: { path: file('empty.txt', '') } },
+      { name: 'model.pt', source: { data: randomBytes(200_000) }, compress: false },
+      { name: 'noise.bin', source: { data: randomBytes(70_000) } },
+      { name: 'données/été.txt', source: { data: Buffer.from('unicode name\n') } },
+      { name: 'torch/lib/libbig.so', source: { path: file('libbig.so', mixedBytes(3 * 1024 * 1024 + 12345), 0o755) }, executable: true },
+      { name: 'torch/__init__.py', source: { data: Buffer.from('x = 1\n'.repeat(5000)) } },
+      // Several chunks, the last one small enough to be deflated inline.
+      { name: 'torch/lib/libtail.so', source: { data: mixedBytes(2 * 1024 * 1024 + 100) } },
+    ];
+  }
+
+  function contentOf(entry: ZipEntry): Buffer {
+    return 'data' in entry.source ? entry.source.data : fs.readFileSync(entry.source.path);
+  }
+
+  it('writing the same entries twice yields byte-identical zips', async function () {
+    const entries = sampleEntries();
+    const a = await writeZip(path.join(dir, 'a.zip'), entries);
+    // Another time, order and concurrency: none of it may show in the bytes.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const b = await writeZip(path.join(dir, 'b.zip'), [...entries].reverse(), { concurrency: 1 });
+    const c = await writeZip(path.join(dir, 'c.zip'), entries, { concurrency: 7 });
+    assert.equal(a.sha256, b.sha256);
+    assert.equal(a.sha256, c.sha256);
+    assert.ok(fs.readFileSync(a.path).equals(fs.readFileSync(b.path)));
+    assert.equal(a.sha256, sha256(fs.readFileSync(a.path)));
+    assert.equal(a.bytes, fs.statSync(a.path).size);
+    assert.equal(a.entries, entries.length);
+    assert.equal(a.unzippedBytes, entries.reduce((sum, e) => sum + contentOf(e).length, 0));
+  });
+
+  it('a different level gives a different but equally valid zip', async function () {
+    const entries = sampleEntries();
+    const six = await writeZip(path.join(dir, 'six.zip'), entries);
+    const one = await writeZip(path.join(dir, 'one.zip'), entries, { level: 1 });
+    assert.notEqual(six.sha256, one.sha256);
+    for (const e of entries) assert.ok((await readZipEntry(one.path, e.name)).equals(contentOf(e)));
+  });
+
+  it('entries are sorted whatever the input order', async function () {
+    const names = ['b/z.txt', 'a.txt', 'B.txt', 'b/a.txt', 'a/b.txt', 'a-b.txt', 'é.txt', 'z.txt'];
+    const entries = names.map((name) => ({ name, source: { data: Buffer.from(name) } }));
+    const result = await writeZip(path.join(dir, 'sorted.zip'), entries);
+    const listed = (await readZipIndex(result.path)).map((e) => e.name);
+    const byBytes = [...names].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    assert.deepEqual(listed, byBytes);
+    assert.deepEqual(listed, ['B.txt', 'a-b.txt', 'a.txt', 'a/b.txt', 'b/a.txt', 'b/z.txt', 'z.txt', 'é.txt']);
+  });
+
+  it("python's zipfile reads every entry back byte-exact", async function () {
+    assert.ok(hasPython, 'python3 is needed to read the zips back independently');
+    const entries = sampleEntries();
+    const result = await writeZip(path.join(dir, 'py.zip'), entries);
+    const read = pythonRead(result.path);
+    const expected = [...entries].sort((x, y) => Buffer.compare(Buffer.from(x.name), Buffer.from(y.name)));
+    assert.deepEqual(
+      read.map((e) => e.name),
+      expected.map((e) => e.name),
+    );
+    for (const [i, e] of expected.entries()) {
+      const got = read[i];
+      assert.equal(got.sha256, sha256(contentOf(e)), e.name);
+      assert.equal(got.mode, e.executable ? 0o100755 : 0o100644, e.name);
+      assert.deepEqual(got.date, [1980, 1, 1, 0, 0, 0], e.name);
+      assert.equal(got.system, 3, `${e.name} is made by Unix`);
+      assert.equal(got.extra, '', `${e.name} has no extra fields`);
+      assert.equal(got.flags & 0x8, 0, `${e.name} has no data descriptor`);
+    }
+    const method = (name: string) => read.find((e) => e.name === name)?.method;
+    assert.equal(method('model.pt'), 0, 'compress: false is stored');
+    assert.equal(method('noise.bin'), 0, 'incompressible data is stored');
+    assert.equal(method('empty.txt'), 0);
+    assert.equal(method('torch/lib/libbig.so'), 8);
+    assert.equal(method('torch/__init__.py'), 8);
+    if (hasUnzip) {
+      const test = spawnSync('unzip', ['-t', result.path], { encoding: 'utf8' });
+      assert.equal(test.status, 0, test.stdout + test.stderr);
+      assert.match(test.stdout, /No errors detected/);
+    }
+  });
+
+  it('readZipIndex reports sizes and modes', async function () {
+    const entries = sampleEntries();
+    const result = await writeZip(path.join(dir, 'index.zip'), entries);
+    const index = await readZipIndex(result.path);
+    for (const e of entries) {
+      const found = index.find((i) => i.name === e.name);
+      assert.ok(found, e.name);
+      assert.equal(found.uncompressedSize, contentOf(e).length);
+      assert.equal(found.mode, e.executable ? 0o100755 : 0o100644);
+      assert.equal(found.isDirectory, false);
+      assert.equal(found.isSymlink, false);
+    }
+    const big = index.find((i) => i.name === 'torch/lib/libbig.so');
+    assert.ok(big && big.compressedSize < big.uncompressedSize * 0.8, 'the multi-chunk member is compressed');
+    assert.equal(
+      index.reduce((sum, i) => sum + i.uncompressedSize, 0),
+      result.unzippedBytes,
+    );
+  });
+
+  it('readZipEntry returns one member, and says ENOENT for a missing one', async function () {
+    const entries = sampleEntries();
+    const result = await writeZip(path.join(dir, 'entry.zip'), entries);
+    for (const e of entries) assert.ok((await readZipEntry(result.path, e.name)).equals(contentOf(e)), e.name);
+    await assert.rejects(readZipEntry(result.path, 'nope.py'), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
+  });
+
+  it('executable mode survives extraction', async function () {
+    const entries = sampleEntries();
+    const result = await writeZip(path.join(dir, 'x.zip'), entries);
+    const out = path.join(dir, 'out');
+    await extractZip(result.path, out);
+    for (const e of entries) {
+      const target = path.join(out, e.name);
+      assert.ok(fs.readFileSync(target).equals(contentOf(e)), e.name);
+      assert.equal(fs.statSync(target).mode & 0o777, e.executable ? 0o755 : 0o644, e.name);
+    }
+  });
+
+  it('extractZip lays a zip over files already there, resetting their modes', async function () {
+    const out = path.join(dir, 'out');
+    fs.mkdirSync(path.join(out, 'bin'), { recursive: true });
+    fs.writeFileSync(path.join(out, 'bin', 'tool'), 'old and longer than the new content');
+    fs.chmodSync(path.join(out, 'bin', 'tool'), 0o600);
+    fs.writeFileSync(path.join(out, 'other.txt'), 'kept');
+    const result = await writeZip(path.join(dir, 'layer.zip'), [
+      { name: 'bin/tool', source: { data: Buffer.from('new') }, executable: true },
+    ]);
+    await extractZip(result.path, out);
+    assert.equal(fs.readFileSync(path.join(out, 'bin', 'tool'), 'utf8'), 'new');
+    assert.equal(fs.statSync(path.join(out, 'bin', 'tool')).mode & 0o777, 0o755);
+    assert.equal(fs.readFileSync(path.join(out, 'other.txt'), 'utf8'), 'kept');
+  });
+
+  it('extractZip takes directory entries and executable bits from zips other tools wrote', async function () {
+    assert.ok(hasPython, 'python3 is needed to read the zips back independently');
+    const zipPath = path.join(dir, 'py-made.zip');
+    python(
+      `
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
+    d = zipfile.ZipInfo('pkg/sub/')
+    d.external_attr = (0o40755 << 16) | 0x10
+    z.writestr(d, b'')
+    x = zipfile.ZipInfo('pkg/run')
+    x.external_attr = 0o100700 << 16
+    z.writestr(x, b'#!/bin/sh\\n')
+    z.writestr('pkg/plain.txt', b'plain')
+`,
+      zipPath,
+    );
+    const out = path.join(dir, 'out');
+    await extractZip(zipPath, out);
+    assert.ok(fs.statSync(path.join(out, 'pkg', 'sub')).isDirectory());
+    assert.equal(fs.statSync(path.join(out, 'pkg', 'run')).mode & 0o777, 0o755);
+    assert.equal(fs.readFileSync(path.join(out, 'pkg', 'plain.txt'), 'utf8'), 'plain');
+    const index = await readZipIndex(zipPath);
+    assert.equal(index.find((e) => e.name === 'pkg/sub/')?.isDirectory, true);
+  });
+
+  it('a failed write leaves no file at the destination', async function () {
+    const dest = path.join(dir, 'out', 'fn.zip');
+    const entries: ZipEntry[] = [
+      ...sampleEntries(),
+      { name: 'zzz/missing.py', source: { path: path.join(dir, 'does-not-exist.py') } },
+    ];
+    await assert.rejects(writeZip(dest, entries), (err: Error) => {
+      assert.match(err.message, /does-not-exist\.py/);
+      assert.equal((err.cause as NodeJS.ErrnoException).code, 'ENOENT');
+      return true;
+    });
+    assert.deepEqual(fs.readdirSync(path.dirname(dest)), []);
+  });
+
+  it('a source that fails halfway through the zip also leaves nothing behind', async function () {
+    const dest = path.join(dir, 'fn.zip');
+    fs.writeFileSync(dest, 'the previous artifact');
+    const big = file('big.bin', mixedBytes(4 * 1024 * 1024));
+    let calls = 0;
+    const failure = new Error('stop here');
+    await assert.rejects(
+      writeZip(dest, [{ name: 'big.bin', source: { path: big } }], {
+        onProgress: () => {
+          if (++calls === 2) throw failure;
+        },
+      }),
+      (err: Error) => err.cause === failure,
+    );
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['fn.zip', 'src']);
+    assert.equal(fs.readFileSync(dest, 'utf8'), 'the previous artifact');
+  });
+
+  it('the zip appears at the destination only once complete', async function () {
+    const dest = path.join(dir, 'layer.zip');
+    const seen: string[][] = [];
+    const big = file('big.bin', mixedBytes(3 * 1024 * 1024));
+    const result = await writeZip(dest, [{ name: 'big.bin', source: { path: big } }], {
+      onProgress: () => {
+        seen.push(fs.readdirSync(dir).filter((n) => n !== 'src'));
+      },
+    });
+    assert.ok(seen.length >= 3);
+    for (const names of seen) {
+      assert.equal(names.length, 1);
+      assert.match(names[0], new RegExp(`^layer\\.zip\\.partial-${process.pid}-[0-9a-f]+$`));
+    }
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['layer.zip', 'src']);
+    assert.equal(result.path, dest);
+  });
+
+  it('progress counts uncompressed bytes up to the total', async function () {
+    const entries = sampleEntries();
+    const calls: [number, number][] = [];
+    const result = await writeZip(path.join(dir, 'p.zip'), entries, { onProgress: (d, t) => calls.push([d, t]) });
+    assert.ok(calls.length > entries.length, 'a multi-chunk member reports each chunk');
+    for (let i = 1; i < calls.length; i++) assert.ok(calls[i][0] >= calls[i - 1][0]);
+    assert.deepEqual(calls[calls.length - 1], [result.unzippedBytes, result.unzippedBytes]);
+  });
+
+  it('names that are absolute, contain .. or repeat are rejected as bugs', async function () {
+    const dest = path.join(dir, 'bad.zip');
+    const data = { data: Buffer.from('x') };
+    for (const name of ['/etc/passwd', '../up.txt', 'a/../../b', 'a\\b', 'a//b', 'dir/', '', 'C:/x']) {
+      await assert.rejects(writeZip(dest, [{ name, source: data }]), { code: 'ERR_ASSERTION' }, JSON.stringify(name));
+    }
+    await assert.rejects(
+      writeZip(dest, [
+        { name: 'same.py', source: data },
+        { name: 'same.py', source: data },
+      ]),
+      { code: 'ERR_ASSERTION', message: /duplicate/ },
+    );
+    assert.deepEqual(fs.readdirSync(dir), []);
+  });
+
+  it('byte ranges of one file become members that put it back together', async function () {
+    const content = mixedBytes(3 * 1024 * 1024 + 555);
+    const source = file('libhuge.so', content);
+    const cut = [0, 1_000_000, 1_000_001, 2_500_000, content.length];
+    const entries: ZipEntry[] = cut.slice(1).map((end, i) => ({
+      name: `.parts/libhuge.so.${i}`,
+      source: { path: source, start: cut[i], end },
+    }));
+    const result = await writeZip(path.join(dir, 'parts.zip'), entries);
+    const parts = await Promise.all(entries.map((e) => readZipEntry(result.path, e.name)));
+    assert.deepEqual(
+      parts.map((p) => p.length),
+      [1_000_000, 1, 1_499_999, content.length - 2_500_000],
+    );
+    assert.ok(Buffer.concat(parts).equals(content));
+    await assert.rejects(
+      writeZip(path.join(dir, 'short.zip'), [{ name: 'x', source: { path: source, start: 0, end: content.length + 1 } }]),
+      /fewer than/,
+    );
+    await assert.rejects(
+      writeZip(path.join(dir, 'short.zip'), [{ name: 'x', source: { path: source, start: 5, end: 4 } }]),
+      { code: 'ERR_ASSERTION' },
+    );
+    assert.ok(!fs.existsSync(path.join(dir, 'short.zip')));
+  });
+
+  it('an empty entry list gives a valid empty zip', async function () {
+    const result = await writeZip(path.join(dir, 'empty.zip'), []);
+    assert.equal(result.bytes, 22);
+    assert.deepEqual(await readZipIndex(result.path), []);
+    if (hasPython) assert.deepEqual(pythonRead(result.path), []);
+  });
+
+  it('extractZip refuses ../ entries', async function () {
+    assert.ok(hasPython, 'python3 is needed to read the zips back independently');
+    const hostile = `
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w') as z:
+    z.writestr('fine.txt', 'harmless')
+    z.writestr(zipfile.ZipInfo(sys.argv[2]), 'evil')
+`;
+    for (const name of ['../evil.txt', 'a/../../evil.txt', '/tmp/evil-absolute.txt', '..\\evil.txt']) {
+      const zipPath = path.join(dir, 'hostile.zip');
+      python(hostile, zipPath, name);
+      const out = path.join(dir, 'nested', 'out');
+      await assert.rejects(extractZip(zipPath, out), { code: 'UNSAFE_ZIP_ENTRY' }, name);
+      assert.ok(!fs.existsSync(path.join(dir, 'nested')), `${name}: nothing written, not even fine.txt`);
+      assert.ok(!fs.existsSync(path.join(dir, 'evil.txt')));
+      assert.ok(!fs.existsSync('/tmp/evil-absolute.txt'));
+      // Listing such a zip is harmless and shows the name as it is.
+      const listed = await readZipIndex(zipPath);
+      assert.equal(listed.length, 2);
+    }
+  });
+
+  it('extractZip refuses symlink entries', async function () {
+    assert.ok(hasPython, 'python3 is needed to read the zips back independently');
+    const zipPath = path.join(dir, 'link.zip');
+    python(
+      `
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w') as z:
+    z.writestr('fine.txt', 'harmless')
+    link = zipfile.ZipInfo('lib')
+    link.create_system = 3
+    link.external_attr = 0o120777 << 16
+    z.writestr(link, '/etc')
+`,
+      zipPath,
+    );
+    const index = await readZipIndex(zipPath);
+    assert.equal(index.find((e) => e.name === 'lib')?.isSymlink, true);
+    const out = path.join(dir, 'out');
+    await assert.rejects(extractZip(zipPath, out), { code: 'UNSAFE_ZIP_ENTRY', message: /symlink/ });
+    assert.ok(!fs.existsSync(out));
+  });
+
+  it('a corrupted member is reported, not extracted silently', async function () {
+    const content = Buffer.from('print("hello")\n'.repeat(1000));
+    const result = await writeZip(path.join(dir, 'c.zip'), [{ name: 'a.py', source: { data: content }, compress: false }]);
+    const bytes = fs.readFileSync(result.path);
+    const at = bytes.indexOf('print');
+    bytes[at] = 'P'.charCodeAt(0);
+    fs.writeFileSync(result.path, bytes);
+    await assert.rejects(readZipEntry(result.path, 'a.py'), /CRC mismatch/);
+    await assert.rejects(extractZip(result.path, path.join(dir, 'out')), /CRC mismatch/);
+  });
+
+  it('a 50 MB member round-trips', async function () {
+    const content = mixedBytes(50 * 1024 * 1024 + 7);
+    const source = file('libtorch_big.so', content, 0o755);
+    const result = await writeZip(path.join(dir, 'big.zip'), [
+      { name: 'lib/libtorch_big.so', source: { path: source }, executable: true },
+      { name: 'lib/small.txt', source: { data: Buffer.from('small') } },
+    ]);
+    assert.ok(result.bytes < content.length * 0.8, `compressed to ${result.bytes}`);
+    assert.ok((await readZipEntry(result.path, 'lib/libtorch_big.so')).equals(content));
+    const out = path.join(dir, 'out');
+    await extractZip(result.path, out);
+    assert.equal(sha256(fs.readFileSync(path.join(out, 'lib', 'libtorch_big.so'))), sha256(content));
+    if (hasPython) {
+      const read = pythonRead(result.path);
+      assert.equal(read.find((e) => e.name === 'lib/libtorch_big.so')?.sha256, sha256(content));
+    }
+  });
+
+  it('more than 65535 entries get a zip64 end record that others read', async function () {
+    const count = 66_000;
+    const entries: ZipEntry[] = [];
+    for (let i = 0; i < count; i++) {
+      entries.push({ name: `m/${String(i).padStart(5, '0')}.py`, source: { data: Buffer.from(`x = ${i}\n`) } });
+    }
+    const result = await writeZip(path.join(dir, 'many.zip'), entries);
+    assert.equal(result.entries, count);
+    const index = await readZipIndex(result.path);
+    assert.equal(index.length, count);
+    assert.equal((await readZipEntry(result.path, 'm/65999.py')).toString(), 'x = 65999\n');
+    if (hasPython) {
+      const summary = python(
+        `
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    print(len(z.infolist()), z.testzip(), z.read('m/12345.py').decode().strip())
+`,
+        result.path,
+      );
+      assert.equal(summary.trim(), `${count} None x = 12345`);
+    }
+  });
+
+});
