@@ -22,7 +22,7 @@ import { Interpreter, findInterpreter } from '../lib/resolve/interpreter';
 import { runProcess } from '../lib/util/process';
 import { targetPlatform } from '../lib/resolve/target';
 import { writeZip } from '../lib/zip/write';
-import { extractZip } from '../lib/zip/write';
+import { extractZip, readZipEntry } from '../lib/zip/read';
 import { pipEnv, prepareFixtureWheels, startWheelIndex } from '../test/support/wheel-index';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -403,7 +403,6 @@ async function main(): Promise<void> {
 }
 
 async function readZipText(zipPath: string, member: string): Promise<string> {
-  const { readZipEntry } = await import('../lib/zip/write');
   return (await readZipEntry(zipPath, member)).toString('utf8');
 }
 

@@ -1,23 +1,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CacheLayout, cacheKey, commitEntry, readEntryJson } from '../util/cache';
+import { CacheLayout, cacheKey, memo } from '../util/cache';
 import { DependencyTree } from '../resolve/dependency-tree';
 import { formatBytes, formatSeconds } from '../util/format';
 import { LayerPlan, UNZIPPED_LIMIT, planLayers, tooLarge } from './layer-plan';
 import { Reporter } from '../util/reporter';
-import { FileEntry, totalBytes } from '../util/file-tree';
+import { totalBytes } from '../util/file-tree';
 import { PLUGIN_VERSION } from '../util/plugin-paths';
-import { ZipEntry, writeZip } from '../zip/write';
-
-/**
- * Files above this are split into parts so that several threads can inflate one file. Small
- * enough that the parts of libtorch_cpu.so (about 40) share out evenly over 2 to 6 vCPUs: with
- * 32 MiB parts one thread got a part more than the other.
- */
-export const CHUNK_BYTES = 8 * 1024 * 1024;
-/** Where uncompressed dependencies go inside a layer: Lambda puts /opt/python on sys.path. */
-export const OPT_ROOT = 'python';
-export const PACKED_DIR = 'serverless-torch';
+import { writeZip } from '../zip/write';
+import { DepsManifest, OPT_ROOT, PACKED_DIR, archiveEntries } from './deps-archive';
 
 export interface LayerArtifact {
   /** "deps" (uncompressed, /opt/python) or "packed" (compressed, unpacked to /tmp). */
@@ -39,43 +30,9 @@ export interface BuiltLayers {
   reservedForFunction: number;
 }
 
-/** The shim's instructions for unpacking, as README "Runtime layout" describes. */
-export interface DepsManifest {
-  format: 1;
-  key: string;
-  unpackedBytes: number;
-  archives: string[];
-  chunked: Record<string, { size: number; mode: number; parts: { archive: string; member: string; offset: number }[] }>;
-  libraries: string[];
-  optRoot: string;
-}
-
 const RECORD_FILE = 'layers.json';
 
-function archiveEntries(
-  treeDir: string,
-  files: FileEntry[],
-  archiveName: string,
-): { entries: ZipEntry[]; chunked: DepsManifest['chunked'] } {
-  const entries: ZipEntry[] = [];
-  const chunked: DepsManifest['chunked'] = {};
-  for (const file of files) {
-    const source = path.join(treeDir, file.path);
-    if (file.size <= CHUNK_BYTES) {
-      entries.push({ name: file.path, source: { path: source }, executable: file.executable });
-      continue;
-    }
-    const parts = [];
-    for (let offset = 0, index = 0; offset < file.size; offset += CHUNK_BYTES, index++) {
-      const member = `.parts/${file.path}.${String(index).padStart(3, '0')}`;
-      entries.push({ name: member, source: { path: source, start: offset, end: Math.min(offset + CHUNK_BYTES, file.size) } });
-      parts.push({ archive: archiveName, member, offset });
-    }
-    chunked[file.path] = { size: file.size, mode: file.executable ? 0o755 : 0o644, parts };
-  }
-  return { entries, chunked };
-}
-
+/** Zips one plan: the uncompressed layer, and the layer holding the compressed archive and deps.json. */
 async function buildOnce(
   tree: DependencyTree,
   plan: LayerPlan,
@@ -133,6 +90,28 @@ async function buildOnce(
 }
 
 /**
+ * The plan to build next once `built` is measured, or null when `built` is the one to keep. The
+ * plan's compression ratio is an estimate: when the archive came out smaller, every byte
+ * compressed without need would be inflated at each cold start, so a plan that compresses less is
+ * tried once; when it came out larger than the room, the measured ratio is planned with again.
+ */
+function replan(tree: DependencyTree, functionBytes: number, plan: LayerPlan, built: BuiltLayers, attempt: number, reporter: Reporter): LayerPlan | null {
+  const layerBytes = built.layers.reduce((sum, layer) => sum + layer.unzippedBytes, 0);
+  const packed = built.layers.find((layer) => layer.role === 'packed');
+  const measured = packed && built.compressedBytes ? (packed.unzippedBytes / built.compressedBytes) * 1.02 : 1;
+  if (layerBytes + plan.reservedForFunction <= UNZIPPED_LIMIT) {
+    if (attempt > 0 || !packed || measured >= plan.compressionRatio) return null;
+    const tighter = planLayers({ files: tree.files, functionBytes, compressionRatio: measured });
+    if (totalBytes(tighter.compressed) >= totalBytes(plan.compressed)) return null;
+    reporter.verbose(`Compressed archive came out at ratio ${measured.toFixed(3)}; planning again to compress less`);
+    return tighter;
+  }
+  if (attempt >= 2 || measured >= 1) throw tooLarge(tree.files, plan.reservedForFunction, packed?.unzippedBytes ?? layerBytes);
+  reporter.verbose(`Compressed archive came out at ratio ${measured.toFixed(3)}; planning again`);
+  return planLayers({ files: tree.files, functionBytes, compressionRatio: measured });
+}
+
+/**
  * Plans and zips the layers for one dependency tree, or takes them from the cache. Zips are
  * deterministic, so an unchanged tree gives byte-identical layers that need no new upload.
  */
@@ -142,53 +121,28 @@ export async function buildLayers(options: {
   cache: CacheLayout;
   reporter: Reporter;
 }): Promise<BuiltLayers> {
-  const { tree, cache, reporter } = options;
-  let plan = planLayers({ files: tree.files, functionBytes: options.functionBytes });
-  const key = cacheKey({ plugin: PLUGIN_VERSION, tree: tree.key, reserve: plan.reservedForFunction, planning: 2 });
-  const entryDir = cache.entry('artifacts', key);
-  const cached = readEntryJson<BuiltLayers>(entryDir, RECORD_FILE);
-  if (cached && cached.layers.every((layer) => fs.existsSync(path.join(entryDir, path.basename(layer.path))))) {
-    reporter.verbose(`Layers for tree ${tree.key}: cached (${entryDir})`);
-    return { ...cached, layers: cached.layers.map((layer) => ({ ...layer, path: path.join(entryDir, path.basename(layer.path)) })) };
-  }
-  const workDir = cache.workDir(`layers-${key}`);
-  try {
-    const started = Date.now();
-    for (let attempt = 0; ; attempt++) {
-      const stageDir = path.join(workDir, `attempt-${attempt}`);
-      fs.mkdirSync(stageDir, { recursive: true });
-      const built = await buildOnce(tree, plan, key, stageDir, reporter);
-      const layerBytes = built.layers.reduce((sum, layer) => sum + layer.unzippedBytes, 0);
-      const packedLayer = built.layers.find((layer) => layer.role === 'packed');
-      if (attempt === 0 && packedLayer && layerBytes + plan.reservedForFunction <= UNZIPPED_LIMIT) {
-        // The estimate was pessimistic: every byte compressed without need is inflated at each
-        // cold start, so plan again with the ratio reached and build again when less is compressed.
-        const measured = (packedLayer.unzippedBytes / built.compressedBytes) * 1.02;
-        const tighter = measured < plan.compressionRatio ? planLayers({ files: tree.files, functionBytes: options.functionBytes, compressionRatio: measured }) : plan;
-        if (totalBytes(tighter.compressed) < totalBytes(plan.compressed)) {
-          reporter.verbose(`Compressed archive came out at ratio ${measured.toFixed(3)}; planning again to compress less`);
-          plan = tighter;
-          fs.rmSync(stageDir, { recursive: true, force: true });
-          continue;
-        }
+  const { tree, functionBytes, cache, reporter } = options;
+  const firstPlan = planLayers({ files: tree.files, functionBytes });
+  const key = cacheKey({ plugin: PLUGIN_VERSION, tree: tree.key, reserve: firstPlan.reservedForFunction, planning: 2 });
+  const started = Date.now();
+  const { record, entryDir, reused } = await memo<BuiltLayers>({
+    cache,
+    kind: 'artifacts',
+    key,
+    recordFile: RECORD_FILE,
+    reusable: (cached, dir) => cached.layers.every((layer) => fs.existsSync(path.join(dir, layer.path))),
+    build: async (stageDir) => {
+      let plan: LayerPlan | null = firstPlan;
+      for (let attempt = 0; ; attempt++) {
+        fs.rmSync(stageDir, { recursive: true, force: true });
+        fs.mkdirSync(stageDir);
+        const built = await buildOnce(tree, plan, key, stageDir, reporter);
+        plan = replan(tree, functionBytes, plan, built, attempt, reporter);
+        // The record names files relative to the entry, which is renamed into place after this.
+        if (!plan) return { ...built, layers: built.layers.map((layer) => ({ ...layer, path: path.basename(layer.path) })) };
       }
-      if (layerBytes + plan.reservedForFunction <= UNZIPPED_LIMIT) {
-        fs.writeFileSync(path.join(stageDir, RECORD_FILE), JSON.stringify({ ...built, layers: built.layers.map((layer) => ({ ...layer, path: path.basename(layer.path) })) }));
-        commitEntry(stageDir, entryDir);
-        reporter.verbose(`Built layers for tree ${tree.key} in ${formatSeconds(Date.now() - started)}`);
-        return { ...built, layers: built.layers.map((layer) => ({ ...layer, path: path.join(entryDir, path.basename(layer.path)) })) };
-      }
-      // The estimate was optimistic: plan again with the ratio the archive really reached.
-      const packed = built.layers.find((layer) => layer.role === 'packed');
-      const measured = packed && built.compressedBytes ? (packed.unzippedBytes / built.compressedBytes) * 1.02 : 1;
-      if (attempt >= 2 || measured >= 1) {
-        throw tooLarge(tree.files, plan.reservedForFunction, packed?.unzippedBytes ?? layerBytes);
-      }
-      reporter.verbose(`Compressed archive came out at ratio ${measured.toFixed(3)}; planning again`);
-      plan = planLayers({ files: tree.files, functionBytes: options.functionBytes, compressionRatio: measured });
-      fs.rmSync(stageDir, { recursive: true, force: true });
-    }
-  } finally {
-    fs.rmSync(workDir, { recursive: true, force: true });
-  }
+    },
+  });
+  reporter.verbose(reused ? `Layers for tree ${tree.key}: cached (${entryDir})` : `Built layers for tree ${tree.key} in ${formatSeconds(Date.now() - started)}`);
+  return { ...record, layers: record.layers.map((layer) => ({ ...layer, path: path.join(entryDir, layer.path) })) };
 }

@@ -1,7 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TorchError } from '../util/errors';
-import { satisfies } from '../resolve/wheel-name';
+import { satisfies } from '../resolve/version';
+import { normaliseProjectName } from '../util/project-name';
 
 /** The service's requirements, with torch taken out so the plugin can pin the CPU wheel. */
 export interface Requirements {
@@ -27,10 +28,6 @@ function logicalLines(text: string): string[] {
     .filter(Boolean);
 }
 
-function normalise(name: string): string {
-  return name.toLowerCase().replace(/[-_.]+/g, '-');
-}
-
 export function parseRequirements(
   text: string,
   fileDir: string,
@@ -49,7 +46,7 @@ export function parseRequirements(
       continue;
     }
     const name = NAME.exec(line);
-    if (line.startsWith('-') || !name || normalise(name[1]) !== 'torch') {
+    if (line.startsWith('-') || !name || normaliseProjectName(name[1]) !== 'torch') {
       otherLines.push(line);
       continue;
     }

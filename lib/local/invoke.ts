@@ -1,10 +1,11 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CacheLayout, sha256File } from '../util/cache';
+import { CacheLayout } from '../util/cache';
+import { sha256File } from '../util/hash';
 import { Interpreter } from '../resolve/interpreter';
 import { LOCAL_SCRIPTS_DIR } from '../util/plugin-paths';
-import { extractZip } from '../zip/write';
+import { extractZip } from '../zip/read';
 
 export interface LambdaLayout {
   root: string;

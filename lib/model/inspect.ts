@@ -1,8 +1,8 @@
 import * as fs from 'node:fs';
-import { sha256File } from '../util/cache';
+import { sha256File } from '../util/hash';
 import { ResolvedConfig } from '../config/options';
 import { TorchError } from '../util/errors';
-import { readZipEntry, readZipIndex } from '../zip/write';
+import { readZipEntry, readZipIndex } from '../zip/read';
 
 export type PackagedLoader = 'torchscript' | 'state_dict' | 'weights' | 'pickle';
 

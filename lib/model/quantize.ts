@@ -1,13 +1,13 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CacheLayout, cacheKey, commitEntry, readEntryJson } from '../util/cache';
+import { CacheLayout, cacheKey, memo } from '../util/cache';
+import { sha256File } from '../util/hash';
 import { ResolvedConfig } from '../config/options';
 import { TorchError } from '../util/errors';
 import { formatBytes, formatSeconds } from '../util/format';
 import { HostTorch, ensureHostTorch, hostPythonArgs } from './host-torch';
 import { ModelManifest, QuantizedManifest } from './inspect';
-import { lastLines } from '../resolve/pip';
+import { lastLines } from '../resolve/pip-failure';
 import { Runner } from '../util/process';
 import { Reporter } from '../util/reporter';
 import { BUILD_SCRIPTS_DIR, PLUGIN_VERSION } from '../util/plugin-paths';
@@ -67,21 +67,13 @@ export interface PackagedModel {
 const MODEL_FILE = 'model.pt';
 const RECORD_FILE = 'quantization.json';
 
-function sha256(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-function fileSha256(file: string): string {
-  return sha256(fs.readFileSync(file));
-}
-
 /** The factory's module file: changing the architecture code can change what the weights mean. */
-function factorySource(serviceDir: string, factory: string | null): string | null {
+async function factorySource(serviceDir: string, factory: string | null): Promise<string | null> {
   if (!factory) return null;
   const modulePath = factory.split(':')[0].replace(/\./g, '/');
   for (const candidate of [`${modulePath}.py`, `${modulePath}/__init__.py`]) {
     const file = path.join(serviceDir, candidate);
-    if (fs.existsSync(file)) return fileSha256(file);
+    if (fs.existsSync(file)) return sha256File(file);
   }
   return null;
 }
@@ -138,26 +130,28 @@ export async function quantizeModel(options: {
   const engines = enginesFor(options.architectures);
   const key = cacheKey({
     plugin: PLUGIN_VERSION,
-    script: fileSha256(QUANTIZE_SCRIPT),
+    script: await sha256File(QUANTIZE_SCRIPT),
     model: model.sha256,
     loader: model.loader,
     factory: model.factory,
-    factorySource: factorySource(config.serviceDir, model.factory),
+    factorySource: await factorySource(config.serviceDir, model.factory),
     torch: torchVersion,
     dtype: QUANTIZED_DTYPE,
     modules: QUANTIZED_MODULES,
-    sample: sampleInput ? fileSha256(sampleInput) : null,
+    sample: sampleInput ? await sha256File(sampleInput) : null,
     engines,
   });
-  const entryDir = cache.entry('models', key);
-  let record = readEntryJson<QuantizationRecord>(entryDir, RECORD_FILE);
-  const reused = record !== null;
-  if (record) {
-    reporter.verbose(`Quantized model: cached result ${key} (${entryDir}), quantization skipped`);
-  } else {
-    const host = await ensureHostTorch({ config, torchVersion, cache, runner, reporter });
-    record = await runQuantization({ config, model, host, engines, sampleInput, shownSample, key, entryDir, cache, runner, reporter });
-  }
+  const { record, entryDir, reused } = await memo<QuantizationRecord>({
+    cache,
+    kind: 'models',
+    key,
+    recordFile: RECORD_FILE,
+    build: async (stageDir, workDir) => {
+      const host = await ensureHostTorch({ config, torchVersion, cache, runner, reporter });
+      return runQuantization({ config, model, host, engines, sampleInput, shownSample, stageDir, workDir, runner, reporter });
+    },
+  });
+  if (reused) reporter.verbose(`Quantized model: cached result ${key} (${entryDir}), quantization skipped`);
 
   const report: QuantizationReport = { ...record, sampleInput: shownSample, reused };
   if (!record.quantized) {
@@ -174,13 +168,14 @@ export async function quantizeModel(options: {
     path: model.path,
     loader: record.loader,
     factory: record.loader === 'state_dict' ? model.factory : null,
-    sha256: fileSha256(source),
+    sha256: await sha256File(source),
     bytes: record.bytes,
     quantized,
   };
   return { packaged: { manifest, source }, report };
 }
 
+/** Runs python/build/quantize.py with the host torch; the packaged file goes into `stageDir`. */
 async function runQuantization(options: {
   config: ResolvedConfig;
   model: ModelManifest;
@@ -188,65 +183,55 @@ async function runQuantization(options: {
   engines: string[];
   sampleInput: string | null;
   shownSample: string | null;
-  key: string;
-  entryDir: string;
-  cache: CacheLayout;
+  stageDir: string;
+  workDir: string;
   runner: Runner;
   reporter: Reporter;
 }): Promise<QuantizationRecord> {
-  const { config, model, host, key, cache, runner, reporter } = options;
-  const workDir = cache.workDir(`quantize-${key}`);
+  const { config, model, host, stageDir, workDir, runner, reporter } = options;
+  const started = Date.now();
+  const request = {
+    // The service first, as the task root comes first on Lambda; the factory's module is there.
+    sysPath: [config.serviceDir, ...(host.sitePath ? [host.sitePath] : [])],
+    cwd: config.serviceDir,
+    model: { path: config.model.sourcePath, packagePath: model.path, loader: model.loader, factory: model.factory },
+    dtype: QUANTIZED_DTYPE,
+    modules: QUANTIZED_MODULES,
+    output: path.join(stageDir, MODEL_FILE),
+    sample: options.sampleInput,
+    sampleShown: options.shownSample,
+    engines: options.engines,
+  };
+  const requestFile = path.join(workDir, 'request.json');
+  const resultFile = path.join(workDir, 'result.json');
+  fs.writeFileSync(requestFile, JSON.stringify(request));
+  reporter.progress(`Quantizing ${model.path} (dynamic int8, torch ${host.torchVersion})`);
+  const run = await runner(host.python, [...hostPythonArgs(host), QUANTIZE_SCRIPT, requestFile, resultFile], {
+    cwd: config.serviceDir,
+    onLine: (line) => reporter.verbose(`quantize: ${line}`),
+  });
+  let result: (QuantizationRecord & { ok: true }) | { ok: false; code: string; message: string; traceback?: string } | null = null;
   try {
-    const started = Date.now();
-    const stageDir = path.join(workDir, 'entry');
-    fs.mkdirSync(stageDir);
-    const request = {
-      // The service first, as the task root comes first on Lambda; the factory's module is there.
-      sysPath: [config.serviceDir, ...(host.sitePath ? [host.sitePath] : [])],
-      cwd: config.serviceDir,
-      model: { path: config.model.sourcePath, packagePath: model.path, loader: model.loader, factory: model.factory },
-      dtype: QUANTIZED_DTYPE,
-      modules: QUANTIZED_MODULES,
-      output: path.join(stageDir, MODEL_FILE),
-      sample: options.sampleInput,
-      sampleShown: options.shownSample,
-      engines: options.engines,
-    };
-    const requestFile = path.join(workDir, 'request.json');
-    const resultFile = path.join(workDir, 'result.json');
-    fs.writeFileSync(requestFile, JSON.stringify(request));
-    reporter.progress(`Quantizing ${model.path} (dynamic int8, torch ${host.torchVersion})`);
-    const run = await runner(host.python, [...hostPythonArgs(host), QUANTIZE_SCRIPT, requestFile, resultFile], {
-      cwd: config.serviceDir,
-      onLine: (line) => reporter.verbose(`quantize: ${line}`),
-    });
-    let result: (QuantizationRecord & { ok: true }) | { ok: false; code: string; message: string; traceback?: string } | null = null;
-    try {
-      result = JSON.parse(fs.readFileSync(resultFile, 'utf8'));
-    } catch {
-      result = null;
-    }
-    if (!result) {
-      throw new TorchError(
-        'TORCH_QUANTIZE_FAILED',
-        `Quantizing ${model.path} with ${host.python} stopped (exit ${run.code}) before it finished: ${lastLines(run.stderr, 4)}. ` +
-          'Set quantize: false to ship the float model.',
-      );
-    }
-    if (!result.ok) {
-      if (result.traceback) reporter.verbose(`quantize: ${result.traceback}`);
-      const advice = ADVICE[result.code] ?? '';
-      throw new TorchError(result.code, `quantize: dynamic: ${result.message}.${advice ? ` ${advice}` : ''}`);
-    }
-    const { ok: _ok, ...record } = result;
-    fs.writeFileSync(path.join(stageDir, RECORD_FILE), JSON.stringify(record));
-    commitEntry(stageDir, options.entryDir);
-    reporter.verbose(
-      `Quantized ${model.path} in ${formatSeconds(Date.now() - started)}: ${formatBytes(record.floatBytes)} → ${formatBytes(record.bytes)}, ` +
-        `layers ${JSON.stringify(record.layers)}, packaged with the ${record.loader} loader`,
-    );
-    return readEntryJson<QuantizationRecord>(options.entryDir, RECORD_FILE) ?? record;
-  } finally {
-    fs.rmSync(workDir, { recursive: true, force: true });
+    result = JSON.parse(fs.readFileSync(resultFile, 'utf8'));
+  } catch {
+    result = null;
   }
+  if (!result) {
+    throw new TorchError(
+      'TORCH_QUANTIZE_FAILED',
+      `Quantizing ${model.path} with ${host.python} stopped (exit ${run.code}) before it finished: ${lastLines(run.stderr, 4)}. ` +
+        'Set quantize: false to ship the float model.',
+    );
+  }
+  if (!result.ok) {
+    if (result.traceback) reporter.verbose(`quantize: ${result.traceback}`);
+    const advice = ADVICE[result.code] ?? '';
+    throw new TorchError(result.code, `quantize: dynamic: ${result.message}.${advice ? ` ${advice}` : ''}`);
+  }
+  const { ok: _ok, ...record } = result;
+  reporter.verbose(
+    `Quantized ${model.path} in ${formatSeconds(Date.now() - started)}: ${formatBytes(record.floatBytes)} → ${formatBytes(record.bytes)}, ` +
+      `layers ${JSON.stringify(record.layers)}, packaged with the ${record.loader} loader`,
+  );
+  return record;
 }

@@ -1,6 +1,6 @@
 import { TorchError } from '../util/errors';
 import { PackagedLoader } from './inspect';
-import { compareReleases, releaseOf } from '../resolve/wheel-name';
+import { compareReleases, releaseOf } from '../resolve/version';
 
 /** A published flaw that lets a crafted checkpoint run code through torch.load(weights_only=True) (FACTS §6). */
 export interface WeightsOnlyBypass {
@@ -73,10 +73,4 @@ export function checkLoaderSafety(options: {
     ),
     warnings,
   };
-}
-
-/** The one version an exact pin ("==2.5.1", "===2.5.1+cpu") allows, else null. */
-export function pinnedVersion(specifier: string): string | null {
-  const match = /^===?\s*([0-9][0-9A-Za-z.+!]*)$/.exec(specifier.trim());
-  return match && !match[1].endsWith('.*') ? match[1] : null;
 }

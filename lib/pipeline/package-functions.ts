@@ -11,7 +11,8 @@ import { collectFunctionContents, FunctionContents, HANDLER_ENV, SHIM_HANDLER, w
 import { MAX_LAYERS, UNZIPPED_LIMIT, DEFAULT_TMP_MB, ephemeralStorageNeeded } from '../bundle/layer-plan';
 import { BuiltLayers, buildLayers } from '../bundle/layer-build';
 import { inspectModel, ModelManifest } from '../model/inspect';
-import { checkLoaderSafety, pinnedVersion } from '../model/safety';
+import { checkLoaderSafety } from '../model/safety';
+import { pinnedVersion } from '../resolve/version';
 import { Runner } from '../util/process';
 import { PackagedModel, QuantizationReport, checkQuantizable, engineFor, quantizeModel } from '../model/quantize';
 import { Reporter, silentReporter } from '../util/reporter';

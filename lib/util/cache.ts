@@ -8,10 +8,13 @@ export function cacheKey(parts: unknown): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
 }
 
+/** What the cache holds: dependency trees, built layers, quantized models, host copies of torch. */
+export type CacheKind = 'trees' | 'artifacts' | 'models' | 'host-torch';
+
 export interface CacheLayout {
   root: string;
   /** Finished entries, each renamed into place whole. */
-  entry(kind: 'trees' | 'artifacts' | 'models' | 'host-torch', key: string): string;
+  entry(kind: CacheKind, key: string): string;
   /** A fresh work directory on the same file system, so finished work can be renamed in. */
   workDir(label: string): string;
 }
@@ -73,7 +76,7 @@ export function commitEntry(workDir: string, entryDir: string): void {
   }
 }
 
-export function readEntryJson<T>(entryDir: string, file: string): T | null {
+function readEntryJson<T>(entryDir: string, file: string): T | null {
   try {
     return JSON.parse(fs.readFileSync(path.join(entryDir, file), 'utf8')) as T;
   } catch {
@@ -81,9 +84,45 @@ export function readEntryJson<T>(entryDir: string, file: string): T | null {
   }
 }
 
-/** Hex sha256 of a file, streamed so a large model or layer is never held in memory. */
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+export interface Memoized<T> {
+  record: T;
+  entryDir: string;
+  /** True when the entry was already there and nothing was built. */
+  reused: boolean;
+}
+
+/**
+ * The one way an entry is made. A finished entry is used as it is; otherwise `build` fills a
+ * stage directory, the record is written beside its files, the directory is renamed into place
+ * and the record is read back (another process may have committed the same entry first: its
+ * copy is kept, and holds the same content). A run killed at any point leaves no entry, only a
+ * work directory that openCache later removes.
+ */
+export async function memo<T>(options: {
+  cache: CacheLayout;
+  kind: CacheKind;
+  key: string;
+  /** File name of the record (JSON) inside the entry. */
+  recordFile: string;
+  /** Whether a finished entry can still be used (for example, all its files are there). @default always */
+  reusable?: (record: T, entryDir: string) => boolean;
+  /** Writes the entry's files into `stageDir` and returns its record; `workDir` is scratch space, removed afterwards. */
+  build: (stageDir: string, workDir: string) => Promise<T>;
+}): Promise<Memoized<T>> {
+  const { cache, kind, key, recordFile } = options;
+  const entryDir = cache.entry(kind, key);
+  const cached = readEntryJson<T>(entryDir, recordFile);
+  if (cached !== null && (options.reusable?.(cached, entryDir) ?? true)) return { record: cached, entryDir, reused: true };
+  const workDir = cache.workDir(`${kind}-${key}`);
+  try {
+    const stageDir = path.join(workDir, 'entry');
+    fs.mkdirSync(stageDir);
+    const record = await options.build(stageDir, workDir);
+    fs.writeFileSync(path.join(stageDir, recordFile), JSON.stringify(record));
+    if (cached !== null) fs.rmSync(entryDir, { recursive: true, force: true });
+    commitEntry(stageDir, entryDir);
+    return { record: readEntryJson<T>(entryDir, recordFile) ?? record, entryDir, reused: false };
+  } finally {
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
 }

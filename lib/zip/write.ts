@@ -9,16 +9,28 @@
 // single 400 MB shared library use every core, keeps memory to a few chunks, and since chunk
 // boundaries do not depend on the concurrency the output does not either.
 import assert from 'node:assert';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, read as fsRead, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import * as yauzl from 'yauzl';
+import { Semaphore, forEachLimit } from '../util/concurrency';
+import { sha256File } from '../util/hash';
+import {
+  DOS_DATE,
+  HeaderFields,
+  METHOD_DEFLATED,
+  METHOD_STORED,
+  MODE_EXECUTABLE,
+  MODE_FILE,
+  U16_MAX,
+  U32_MAX,
+  centralHeader,
+  endOfCentralDirectory,
+  localHeader,
+} from './format';
 
 export interface ZipEntry {
   /** Posix path inside the zip, no leading slash. */
@@ -52,15 +64,6 @@ export interface ZipResult {
   entries: number;
 }
 
-export interface ZipIndexEntry {
-  name: string;
-  uncompressedSize: number;
-  compressedSize: number;
-  /** Unix mode from the external attributes, type bits included (0 when the zip has none). */
-  mode: number;
-  isDirectory: boolean;
-  isSymlink: boolean;
-}
 
 // 1 MiB keeps a 2-core machine busy on one big member while the per-chunk overhead (a threadpool
 // round trip and a 5-byte sync marker) stays negligible; see bench/zip.ts.
@@ -71,48 +74,15 @@ const WRITE_BATCH = 1 << 20;
 // Completed chunks may wait for a slow predecessor; this many per compression slot bounds memory.
 const WINDOW_PER_SLOT = 4;
 
-// 1980-01-01 00:00:00, the earliest DOS date: what archiver writes for the framework's Date(0).
-const DOS_TIME = 0;
-const DOS_DATE = (1 << 5) | 1;
-const MODE_FILE = 0o100644;
-const MODE_EXECUTABLE = 0o100755;
-const METHOD_STORED = 0;
-const METHOD_DEFLATED = 8;
-const FLAG_UTF8 = 0x0800;
-const VERSION_DEFAULT = 20;
-const VERSION_ZIP64 = 45;
-const MADE_BY_UNIX = 3 << 8;
-const U16_MAX = 0xffff;
-const U32_MAX = 0xffffffff;
-
-const SIG_LOCAL = 0x04034b50;
-const SIG_CENTRAL = 0x02014b50;
-const SIG_EOCD = 0x06054b50;
-const SIG_ZIP64_EOCD = 0x06064b50;
-const SIG_ZIP64_LOCATOR = 0x07064b50;
-const ZIP64_EXTRA_ID = 0x0001;
-
 const deflateRaw = promisify(zlib.deflateRaw) as (input: Buffer, options: zlib.ZlibOptions) => Promise<Buffer>;
 
-interface Member {
-  name: string;
-  nameBytes: Buffer;
+interface Member extends HeaderFields {
   source: ZipEntry['source'];
   /** Where the member's bytes start in its source file. */
   sourceOffset: number;
   size: number;
-  mode: number;
   compress: boolean;
   chunks: number;
-  /**
-   * Decided from the uncompressed size before anything is written, since the local header is
-   * written before its sizes are known and must keep its length when patched.
-   */
-  zip64Local: boolean;
-  method: number;
-  offset: number;
-  crc: number;
-  compressedSize: number;
 }
 
 interface Piece {
@@ -145,7 +115,9 @@ export async function writeZip(dest: string, entries: ZipEntry[], options: Write
     const bytes = await writeCentralDirectory(fh, members, written);
     await fh.close();
     fh = undefined;
-    const sha256 = await hashFile(partialPath);
+    // Read back rather than hashed while writing: a large member's header is patched after its
+    // data, so the bytes are not final in order. It costs about 0.1 s for the torch layer.
+    const sha256 = await sha256File(partialPath);
     await fsp.rename(partialPath, finalPath);
     return {
       path: finalPath,
@@ -398,447 +370,10 @@ async function writeAll(fh: FileHandle, buffers: Buffer[], position: number): Pr
   return total;
 }
 
-/**
- * Before the last chunk is written the CRC and sizes are zero and get patched in afterwards, so
- * no data descriptors are needed: every reader, streaming ones too, finds sizes in the header.
- */
-function localHeader(m: Member, final: boolean): Buffer {
-  assert.ok(m.zip64Local || m.compressedSize < U32_MAX, `zip entry ${m.name} outgrew its zip64 estimate`);
-  const extraLength = m.zip64Local ? 20 : 0;
-  const header = Buffer.alloc(30 + m.nameBytes.length + extraLength);
-  header.writeUInt32LE(SIG_LOCAL, 0);
-  header.writeUInt16LE(m.zip64Local ? VERSION_ZIP64 : VERSION_DEFAULT, 4);
-  header.writeUInt16LE(flags(m), 6);
-  header.writeUInt16LE(m.method, 8);
-  header.writeUInt16LE(DOS_TIME, 10);
-  header.writeUInt16LE(DOS_DATE, 12);
-  header.writeUInt32LE(final ? m.crc >>> 0 : 0, 14);
-  header.writeUInt32LE(m.zip64Local ? U32_MAX : final ? m.compressedSize : 0, 18);
-  header.writeUInt32LE(m.zip64Local ? U32_MAX : final ? m.size : 0, 22);
-  header.writeUInt16LE(m.nameBytes.length, 26);
-  header.writeUInt16LE(extraLength, 28);
-  m.nameBytes.copy(header, 30);
-  if (m.zip64Local) {
-    const at = 30 + m.nameBytes.length;
-    header.writeUInt16LE(ZIP64_EXTRA_ID, at);
-    header.writeUInt16LE(16, at + 2);
-    writeU64(header, final ? m.size : 0, at + 4);
-    writeU64(header, final ? m.compressedSize : 0, at + 12);
-  }
-  return header;
-}
-
-function flags(m: Member): number {
-  return m.nameBytes.length !== m.name.length ? FLAG_UTF8 : 0;
-}
-
-function centralHeader(m: Member): Buffer {
-  // Sizes go to the zip64 field when the local header has one, so both headers agree.
-  const bigSizes = m.zip64Local || m.size >= U32_MAX || m.compressedSize >= U32_MAX;
-  const bigOffset = m.offset >= U32_MAX;
-  const extraLength = bigSizes || bigOffset ? 4 + (bigSizes ? 16 : 0) + (bigOffset ? 8 : 0) : 0;
-  const version = bigSizes || bigOffset ? VERSION_ZIP64 : VERSION_DEFAULT;
-  const header = Buffer.alloc(46 + m.nameBytes.length + extraLength);
-  header.writeUInt32LE(SIG_CENTRAL, 0);
-  header.writeUInt16LE(MADE_BY_UNIX | version, 4);
-  header.writeUInt16LE(version, 6);
-  header.writeUInt16LE(flags(m), 8);
-  header.writeUInt16LE(m.method, 10);
-  header.writeUInt16LE(DOS_TIME, 12);
-  header.writeUInt16LE(DOS_DATE, 14);
-  header.writeUInt32LE(m.crc >>> 0, 16);
-  header.writeUInt32LE(bigSizes ? U32_MAX : m.compressedSize, 20);
-  header.writeUInt32LE(bigSizes ? U32_MAX : m.size, 24);
-  header.writeUInt16LE(m.nameBytes.length, 28);
-  header.writeUInt16LE(extraLength, 30);
-  header.writeUInt16LE(0, 32); // comment
-  header.writeUInt16LE(0, 34); // disk
-  header.writeUInt16LE(0, 36); // internal attributes
-  header.writeUInt32LE((m.mode << 16) >>> 0, 38);
-  header.writeUInt32LE(bigOffset ? U32_MAX : m.offset, 42);
-  m.nameBytes.copy(header, 46);
-  if (extraLength > 0) {
-    let at = 46 + m.nameBytes.length;
-    header.writeUInt16LE(ZIP64_EXTRA_ID, at);
-    header.writeUInt16LE(extraLength - 4, at + 2);
-    at += 4;
-    if (bigSizes) {
-      writeU64(header, m.size, at);
-      writeU64(header, m.compressedSize, at + 8);
-      at += 16;
-    }
-    if (bigOffset) writeU64(header, m.offset, at);
-  }
-  return header;
-}
-
 /** Returns the size of the whole zip. */
 async function writeCentralDirectory(fh: FileHandle, members: Member[], start: number): Promise<number> {
   const buffers = members.map(centralHeader);
   const size = buffers.reduce((sum, b) => sum + b.length, 0);
-  const zip64 = members.length >= U16_MAX || size >= U32_MAX || start >= U32_MAX;
-  if (zip64) {
-    const record = Buffer.alloc(56);
-    record.writeUInt32LE(SIG_ZIP64_EOCD, 0);
-    writeU64(record, 44, 4);
-    record.writeUInt16LE(MADE_BY_UNIX | VERSION_ZIP64, 12);
-    record.writeUInt16LE(VERSION_ZIP64, 14);
-    record.writeUInt32LE(0, 16);
-    record.writeUInt32LE(0, 20);
-    writeU64(record, members.length, 24);
-    writeU64(record, members.length, 32);
-    writeU64(record, size, 40);
-    writeU64(record, start, 48);
-    const locator = Buffer.alloc(20);
-    locator.writeUInt32LE(SIG_ZIP64_LOCATOR, 0);
-    locator.writeUInt32LE(0, 4);
-    writeU64(locator, start + size, 8);
-    locator.writeUInt32LE(1, 16);
-    buffers.push(record, locator);
-  }
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(SIG_EOCD, 0);
-  // With a zip64 record every field points there, as Go and Info-ZIP do; some readers only look
-  // for the zip64 record when they see these markers.
-  end.writeUInt16LE(zip64 ? U16_MAX : members.length, 8);
-  end.writeUInt16LE(zip64 ? U16_MAX : members.length, 10);
-  end.writeUInt32LE(zip64 ? U32_MAX : size, 12);
-  end.writeUInt32LE(zip64 ? U32_MAX : start, 16);
-  buffers.push(end);
+  buffers.push(...endOfCentralDirectory(members.length, size, start));
   return start + (await writeAll(fh, buffers, start));
-}
-
-function writeU64(buffer: Buffer, value: number, at: number): void {
-  buffer.writeBigUInt64LE(BigInt(value), at);
-}
-
-/**
- * Read back rather than hashed while writing: a large member's header is patched after its data,
- * so the bytes are not final in order. It costs about 0.1 s for the torch layer.
- */
-async function hashFile(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-class Semaphore {
-  private free: number;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(count: number) {
-    this.free = count;
-  }
-
-  acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.waiting.push(resolve));
-  }
-
-  release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.free++;
-  }
-}
-
-async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (!failed && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (error) {
-        failed = true;
-        throw error;
-      }
-    }
-  };
-  const results = await Promise.allSettled(Array.from({ length: Math.min(limit, items.length) }, worker));
-  const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (rejected) throw rejected.reason;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading
-//
-// yauzl parses the central directory, through a reader that serves its many small reads from
-// one block (yauzl's own reader makes two threadpool round trips per entry: 4 s for 66,000
-// entries). Member data is read here with large buffers and a large inflate output, which
-// extracts the torch tree faster than Info-ZIP's unzip, where yauzl's 16 KiB streams took twice
-// as long. CRC and size are checked for every member, since yauzl checks sizes only.
-
-interface Listed {
-  entry: yauzl.Entry;
-  index: ZipIndexEntry;
-}
-
-interface OpenZip {
-  zipPath: string;
-  fh: FileHandle;
-  size: number;
-  listed: Listed[];
-}
-
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
-const S_IFLNK = 0o120000;
-const IO_BUFFER = 1 << 20;
-
-/** Lists every entry, hostile names included: listing is harmless, and shows what extractZip refuses. */
-export async function readZipIndex(zipPath: string): Promise<ZipIndexEntry[]> {
-  return withZip(zipPath, async (zip) => zip.listed.map((e) => e.index));
-}
-
-/** The content of one member, checked against its CRC and size. */
-export async function readZipEntry(zipPath: string, name: string): Promise<Buffer> {
-  return withZip(zipPath, async (zip) => {
-    const found = zip.listed.find((e) => e.index.name === name);
-    if (!found) throw Object.assign(new Error(`${zipPath} has no entry ${name}`), { code: 'ENOENT' });
-    if (found.index.isDirectory) throw new Error(`${name} in ${zipPath} is a directory`);
-    const chunks: Buffer[] = [];
-    const collect = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        chunks.push(chunk);
-        callback();
-      },
-    });
-    await pipeline([...memberStreams(zip, found, await dataStart(zip, found)), collect]);
-    return Buffer.concat(chunks);
-  });
-}
-
-/**
- * Lays the zip out under destDir as Lambda does: files get 0o755 when any execute bit is set in
- * their mode, 0o644 otherwise. Every name is checked before anything is written, so a zip with
- * an absolute path, a '..' segment or a symlink is refused without touching the disk. destDir
- * may already hold files (layers are laid over one another); symlinks already in it are trusted.
- */
-export async function extractZip(zipPath: string, destDir: string): Promise<void> {
-  const root = path.resolve(destDir);
-  await withZip(zipPath, async (zip) => {
-    const targets = zip.listed.map((e) => ({ ...e, target: safeTarget(root, e.index, zipPath) }));
-    const directories = new Set<string>([root]);
-    for (const t of targets) directories.add(t.index.isDirectory ? t.target : path.dirname(t.target));
-    // Sorted, each mkdir finds its parent made and does a single syscall.
-    for (const dir of [...directories].sort()) await fsp.mkdir(dir, { recursive: true });
-
-    const files = targets.filter((t) => !t.index.isDirectory);
-    await forEachLimit(files, Math.max(4, os.availableParallelism() * 2), async (t) => {
-      const mode = t.index.mode & 0o111 ? 0o755 : 0o644;
-      const start = await dataStart(zip, t);
-      await pipeline([...memberStreams(zip, t, start), createWriteStream(t.target, { mode })]);
-      // The umask, or an older file at the same path, may have left other bits.
-      await fsp.chmod(t.target, mode);
-    });
-  });
-}
-
-function safeTarget(root: string, index: ZipIndexEntry, zipPath: string): string {
-  const refuse = (why: string): never => {
-    throw Object.assign(new Error(`refusing to extract ${zipPath}: entry ${JSON.stringify(index.name)} ${why}`), {
-      code: 'UNSAFE_ZIP_ENTRY',
-    });
-  };
-  const name = index.name;
-  if (name.length === 0 || name.includes('\0')) refuse('has an invalid name');
-  if (name.startsWith('/') || /^[A-Za-z]:/.test(name)) refuse('is an absolute path');
-  if (name.split('/').includes('..')) refuse("contains '..'");
-  if (index.isSymlink) refuse('is a symlink');
-  const target = path.resolve(root, name);
-  if (target !== root && !target.startsWith(root + path.sep)) refuse('points outside the destination');
-  if (target === root && !index.isDirectory) refuse('has an invalid name');
-  return target;
-}
-
-type DecodeName = (flags: number, raw: Buffer, extraFields: { id: number; data: Buffer }[], strict: boolean) => string;
-type ReadCallback = (err: Error | null, bytesRead?: number) => void;
-
-/** Serves yauzl's small sequential reads of the central directory from one 1 MiB block. */
-class BlockReader extends yauzl.RandomAccessReader {
-  private block: { start: number; data: Buffer } | undefined;
-
-  constructor(
-    private readonly fd: number,
-    private readonly size: number,
-  ) {
-    super();
-  }
-
-  override read(buffer: Buffer, offset: number, length: number, position: number, callback: ReadCallback): void {
-    // Always asynchronous: yauzl reads the next entry from inside the callback, and answering
-    // from the block synchronously would nest one stack frame per entry.
-    const cached = this.block;
-    if (cached && position >= cached.start && position + length <= cached.start + cached.data.length) {
-      cached.data.copy(buffer, offset, position - cached.start, position - cached.start + length);
-      process.nextTick(callback, null, length);
-      return;
-    }
-    const blockLength = Math.min(Math.max(length, IO_BUFFER), this.size - position);
-    if (blockLength < length) {
-      process.nextTick(callback, null, Math.max(0, blockLength));
-      return;
-    }
-    const data = Buffer.allocUnsafe(blockLength);
-    fsReadFully(this.fd, data, position).then(
-      () => {
-        this.block = { start: position, data };
-        data.copy(buffer, offset, 0, length);
-        callback(null, length);
-      },
-      (error: Error) => callback(error),
-    );
-  }
-
-  override _readStreamForRange(start: number, end: number): Readable {
-    return createReadStream('', { fd: this.fd, start, end: end - 1, autoClose: false });
-  }
-
-  override close(callback: (err: Error | null) => void): void {
-    // The handle belongs to withZip.
-    process.nextTick(callback, null);
-  }
-}
-
-function fsReadFully(fd: number, buffer: Buffer, position: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const step = (done: number) => {
-      if (done === buffer.length) return resolve();
-      fsRead(fd, buffer, done, buffer.length - done, position + done, (err, bytesRead) => {
-        if (err) return reject(err);
-        if (bytesRead === 0) return reject(new Error('unexpected end of file'));
-        step(done + bytesRead);
-      });
-    };
-    step(0);
-  });
-}
-
-async function withZip<T>(zipPath: string, use: (zip: OpenZip) => Promise<T>): Promise<T> {
-  const fh = await fsp.open(zipPath, 'r');
-  try {
-    const size = (await fh.stat()).size;
-    const listed = await listEntries(new BlockReader(fh.fd, size), size);
-    return await use({ zipPath, fh, size, listed });
-  } finally {
-    await fh.close();
-  }
-}
-
-async function listEntries(reader: BlockReader, size: number): Promise<Listed[]> {
-  // Names are decoded here rather than by yauzl, which would reject hostile names while listing
-  // and leave extractZip unable to say which entry it refused and why.
-  const decodeName = (yauzl as unknown as { getFileNameLowLevel?: DecodeName }).getFileNameLowLevel;
-  assert.ok(typeof decodeName === 'function', 'yauzl no longer exports getFileNameLowLevel');
-  const zipfile = await new Promise<yauzl.ZipFile>((resolve, reject) =>
-    yauzl.fromRandomAccessReader(
-      reader,
-      size,
-      { lazyEntries: true, autoClose: true, decodeStrings: false, validateEntrySizes: true },
-      (err, zf) => (err ? reject(err) : resolve(zf)),
-    ),
-  );
-  const listed: Listed[] = [];
-  try {
-    await new Promise<void>((resolve, reject) => {
-      zipfile.on('entry', (entry: yauzl.Entry) => {
-        const raw = entry.fileName as unknown as Buffer;
-        // yauzl's non-strict decoding turns backslashes into slashes, so '..\\x' is caught as '../x'.
-        const name = decodeName(entry.generalPurposeBitFlag, raw, entry.extraFields, false);
-        const mode = entry.externalFileAttributes >>> 16;
-        listed.push({
-          entry,
-          index: {
-            name,
-            uncompressedSize: entry.uncompressedSize,
-            compressedSize: entry.compressedSize,
-            mode,
-            isDirectory: name.endsWith('/') || (mode & S_IFMT) === S_IFDIR,
-            isSymlink: (mode & S_IFMT) === S_IFLNK,
-          },
-        });
-        zipfile.readEntry();
-      });
-      zipfile.once('end', () => resolve());
-      zipfile.once('error', reject);
-      zipfile.readEntry();
-    });
-  } finally {
-    zipfile.close();
-  }
-  return listed;
-}
-
-/** Where a member's data starts, from its local header, checked against the file's bounds. */
-async function dataStart(zip: OpenZip, { entry, index }: Listed): Promise<number> {
-  const fail = (why: string): never => {
-    throw new Error(`cannot read ${index.name} from ${zip.zipPath}: ${why}`);
-  };
-  if (entry.generalPurposeBitFlag & 0x1) fail('it is encrypted');
-  const method = entry.compressionMethod;
-  if (method !== METHOD_STORED && method !== METHOD_DEFLATED) fail(`unsupported compression method ${method}`);
-  const header = Buffer.alloc(30);
-  const { bytesRead } = await zip.fh.read(header, 0, 30, entry.relativeOffsetOfLocalHeader);
-  if (bytesRead !== 30 || header.readUInt32LE(0) !== SIG_LOCAL) fail('bad local header');
-  const start = entry.relativeOffsetOfLocalHeader + 30 + header.readUInt16LE(26) + header.readUInt16LE(28);
-  if (start + entry.compressedSize > zip.size) fail('member data runs past the end of the file');
-  return start;
-}
-
-/** The streams that turn a member's bytes in the zip into its verified content. */
-function memberStreams(zip: OpenZip, { entry, index }: Listed, start: number): [Readable, ...Transform[]] {
-  const check = new MemberCheck(entry.uncompressedSize, entry.crc32 >>> 0, () => `${index.name} in ${zip.zipPath}`);
-  if (entry.compressedSize === 0) return [Readable.from([]), check];
-  // Buffers sized to the member: a megabyte for each of thousands of small files costs more in
-  // allocation and GC than the inflating itself. The numeric fd, because FileHandle streams that
-  // leave it open each keep a listener on it.
-  const raw = createReadStream('', {
-    fd: zip.fh.fd,
-    start,
-    end: start + entry.compressedSize - 1,
-    autoClose: false,
-    highWaterMark: Math.min(IO_BUFFER, entry.compressedSize),
-  });
-  if (entry.compressionMethod === METHOD_STORED) return [raw, check];
-  const chunkSize = Math.max(zlib.constants.Z_MIN_CHUNK, Math.min(IO_BUFFER, entry.uncompressedSize));
-  return [raw, zlib.createInflateRaw({ chunkSize }), check];
-}
-
-/** Stops as soon as a member outgrows its declared size, and checks its CRC at the end. */
-class MemberCheck extends Transform {
-  private crc = 0;
-  private bytes = 0;
-
-  constructor(
-    private readonly expectedBytes: number,
-    private readonly expectedCrc: number,
-    private readonly describe: () => string,
-  ) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.bytes > this.expectedBytes) {
-      callback(new Error(`${this.describe()} is larger than its declared ${this.expectedBytes} bytes`));
-      return;
-    }
-    this.crc = zlib.crc32(chunk, this.crc);
-    callback(null, chunk);
-  }
-
-  override _flush(callback: TransformCallback): void {
-    if (this.bytes !== this.expectedBytes) {
-      callback(new Error(`${this.describe()} has ${this.bytes} bytes, not the declared ${this.expectedBytes}`));
-    } else if (this.crc >>> 0 !== this.expectedCrc) {
-      callback(new Error(`CRC mismatch for ${this.describe()}`));
-    } else {
-      callback();
-    }
-  }
 }

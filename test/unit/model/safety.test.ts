@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { checkLoaderSafety, knownBypasses, pinnedVersion } from '../../../lib/model/safety';
+import { checkLoaderSafety, knownBypasses } from '../../../lib/model/safety';
+import { pinnedVersion } from '../../../lib/resolve/version';
 import { PackagedLoader } from '../../../lib/model/inspect';
 
 describe('model safety', () => {

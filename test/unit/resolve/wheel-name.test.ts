@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { glibcOfTag, parseWheelName, satisfies } from '../../../lib/resolve/wheel-name';
+import { glibcOfTag, parseWheelName } from '../../../lib/resolve/wheel-name';
+import { satisfies } from '../../../lib/resolve/version';
 
 describe('wheel names', () => {
   it('takes apart a torch CPU wheel name with a local version and compressed tags', () => {

@@ -4,7 +4,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { extractZip, readZipEntry, readZipIndex, writeZip, type ZipEntry } from '../../../lib/zip/write';
+import { extractZip, readZipEntry, readZipIndex } from '../../../lib/zip/read';
+import { writeZip, type ZipEntry } from '../../../lib/zip/write';
 
 // python3 is required by the plugin itself, so its absence is a failure, not a reason to skip.
 const hasPython = spawnSync('python3', ['--version']).status === 0;

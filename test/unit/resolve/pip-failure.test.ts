@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { diskFullError, fullestDirectory, isDiskFull } from '../../../lib/util/disk-space';
-import { knownPipFailure, pipFailure, requirementsProblem } from '../../../lib/resolve/pip';
+import { knownPipFailure, pipFailure, requirementsProblem } from '../../../lib/resolve/pip-failure';
 
 // What pip 23.2 prints, captured on this machine (addresses and digests shortened where irrelevant).
 const REFUSED = `Looking in indexes: http://127.0.0.1:40665/whl/cpu/

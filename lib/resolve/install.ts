@@ -1,0 +1,109 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ResolvedConfig } from '../config/options';
+import { TorchError } from '../util/errors';
+import { sha256File } from '../util/hash';
+import { Runner } from '../util/process';
+import { QUIET_ARGS, indexArgs, targetArgs } from './pip-args';
+import { knownPipFailure, pipFailure, requirementsProblem } from './pip-failure';
+import { TargetPlatform } from './target';
+import { TorchWheel } from './torch-wheel';
+
+/** Installs the requirements, with torch pinned to the given wheel file, into `treeDir`. */
+export async function installTree(options: {
+  config: ResolvedConfig;
+  target: TargetPlatform;
+  torchWheel: TorchWheel;
+  otherLines: string[];
+  usesHashes: boolean;
+  /** The user's sha256 pins for torch: the chosen wheel must match one. @default none */
+  torchHashes?: string[];
+  treeDir: string;
+  workDir: string;
+  configuredExtras: string[];
+  runner: Runner;
+  onLine?: (line: string) => void;
+}): Promise<void> {
+  const { config, target, torchWheel, treeDir, workDir, runner } = options;
+  let torchLine = torchWheel.path;
+  if (options.usesHashes) {
+    const digest = await sha256File(torchWheel.path);
+    // pip never sees the user's torch line, so its pins are checked here, where pip would have.
+    const pins = options.torchHashes ?? [];
+    if (pins.length && !pins.includes(digest)) {
+      throw new TorchError(
+        'TORCH_WHEEL_HASH_MISMATCH',
+        `${torchWheel.name.filename} from ${config.torchIndexUrl} has sha256 ${digest}, but ` +
+          `${config.requirementsPath ? path.basename(config.requirementsPath) : 'the requirements'} pins torch to sha256 ` +
+          `${pins.join(' or ')}. The index served other bytes than you pinned, or the pin is for another wheel: pin the hash ` +
+          `of the ${target.runtime} ${target.architecture} wheel (a torch line may carry one --hash per wheel), or fix the index.`,
+      );
+    }
+    torchLine += ` --hash=sha256:${digest}`;
+  }
+  // The user's file is never edited: pip reads a copy with torch replaced by the chosen wheel.
+  const requirementsCopy = path.join(workDir, 'requirements.txt');
+  fs.writeFileSync(requirementsCopy, [...options.otherLines, torchLine].join('\n') + '\n');
+  const result = await runner(
+    config.python,
+    [
+      '-m',
+      'pip',
+      'install',
+      ...QUIET_ARGS,
+      '--no-compile',
+      '--no-warn-script-location',
+      '--target',
+      treeDir,
+      ...targetArgs(target),
+      ...indexArgs(config, options.configuredExtras),
+      '-r',
+      requirementsCopy,
+    ],
+    { onLine: options.onLine },
+  );
+  if (result.code !== 0) {
+    const output = `${result.stdout}\n${result.stderr}`;
+    const index = config.indexUrl ?? "pip's configured index";
+    const known = knownPipFailure('install the requirements', index, output, treeDir);
+    if (known) throw known;
+    const invalid = requirementsProblem(output, config.requirementsPath);
+    if (invalid) throw invalid;
+    const missing = /No matching distribution found for ([^\s]+)/.exec(result.stderr);
+    if (missing) {
+      throw new TorchError(
+        'TORCH_REQUIREMENT_NOT_FOUND',
+        `pip found no wheel of ${missing[1]} for ${target.runtime} ${target.architecture} ` +
+          `(${target.platformTags[0]}, ${target.abi}). Lambda needs binary wheels built for its platform: ` +
+          'pick a version that publishes one, or drop the requirement.',
+      );
+    }
+    throw pipFailure('install the requirements', index, output, treeDir);
+  }
+  forgetWheelPath(treeDir, torchWheel);
+}
+
+/**
+ * pip records a wheel installed from a file in <dist-info>/direct_url.json (PEP 610), here the
+ * path of this run's work directory. That path differs on every cold build, so it would make the
+ * layers differ too and be uploaded again. torch came from the index, as an index install records
+ * nothing, so the file and its RECORD line go.
+ */
+function forgetWheelPath(treeDir: string, torchWheel: TorchWheel): void {
+  const distInfo = fs.readdirSync(treeDir).find((name) => name.startsWith('torch-') && name.endsWith('.dist-info'));
+  if (!distInfo) return;
+  const directUrl = path.join(treeDir, distInfo, 'direct_url.json');
+  let url = '';
+  try {
+    url = String(JSON.parse(fs.readFileSync(directUrl, 'utf8')).url);
+  } catch {
+    return;
+  }
+  if (!url.startsWith('file://') || !decodeURIComponent(url).endsWith(`/${torchWheel.name.filename}`)) return;
+  fs.rmSync(directUrl);
+  const record = path.join(treeDir, distInfo, 'RECORD');
+  if (fs.existsSync(record)) {
+    const lines = fs.readFileSync(record, 'utf8').split('\n');
+    fs.writeFileSync(record, lines.filter((line) => !line.startsWith(`${distInfo}/direct_url.json,`)).join('\n'));
+  }
+}
