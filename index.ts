@@ -1,18 +1,20 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { openCache } from './lib/util/cache';
-import { ResolvedConfig, customSchema, functionSchema, resolveConfig } from './lib/config/options';
+import { ResolvedConfig } from './lib/config/options';
+import { resolveConfig } from './lib/config/resolve-config';
+import { customSchema, functionSchema } from './lib/config/schema';
+import { invokePackaged, localEnvironment } from './lib/local/invoke-local';
+import { packageTorchFunctions } from './lib/pipeline/package-functions';
+import { buildStaged } from './lib/pipeline/staging';
+import { PackageOutput, TorchFunction } from './lib/pipeline/types';
+import { findInterpreter } from './lib/resolve/interpreter';
+import { SUPPORTED_RUNTIMES, isPythonRuntime, targetPlatform } from './lib/resolve/target';
+import { formatReport } from './lib/bundle/report';
 import { TYPICAL_COLD_BUILD_BYTES, diskFullError, fullestDirectory, isDiskFull } from './lib/util/disk-space';
 import { isTorchError, TorchError } from './lib/util/errors';
-import { findInterpreter } from './lib/resolve/interpreter';
-import { layOut, runInvocations } from './lib/local/invoke';
-import { PackageOutput, TorchFunction, packageTorchFunctions } from './lib/pipeline/package-functions';
 import { runProcess } from './lib/util/process';
-import { formatReport } from './lib/bundle/report';
 import { Reporter } from './lib/util/reporter';
-import { SUPPORTED_RUNTIMES, isPythonRuntime, targetPlatform } from './lib/resolve/target';
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Serverless = any;
@@ -38,30 +40,6 @@ interface FunctionConfig {
   package?: { individually?: boolean; artifact?: string; patterns?: string[] };
   torch?: boolean;
   snapStart?: boolean;
-}
-
-const STAGING_PREFIX = '.torch-staging-';
-
-/** Staging directories of runs that were killed (their process is gone): nothing reads them. */
-function removeAbandonedStaging(serverlessDir: string): void {
-  let names: string[];
-  try {
-    names = fs.readdirSync(serverlessDir);
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const pid = Number(/^\.torch-staging-(\d+)-/.exec(name)?.[1]);
-    if (!pid || pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-      continue;
-    } catch (error) {
-      // EPERM: alive under another user. Only ESRCH means the run is gone.
-      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') continue;
-    }
-    fs.rmSync(path.join(serverlessDir, name), { recursive: true, force: true });
-  }
 }
 
 /**
@@ -235,34 +213,11 @@ class ServerlessTorch {
     }
   }
 
-  /**
-   * Builds into a staging directory and moves the artifacts into .serverless/ only when every
-   * step succeeded, so a failed run never leaves something a later deploy would ship.
-   */
   private async packageService(only?: string): Promise<void> {
     const names = this.torchFunctionNames(only);
     if (names.length === 0) return;
     const serverlessDir = path.join(this.serverless.serviceDir, '.serverless');
-    removeAbandonedStaging(serverlessDir);
-    const staging = path.join(serverlessDir, `${STAGING_PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`);
-    let output: PackageOutput;
-    try {
-      output = await this.build(names, staging);
-      const moved = new Map<string, string>();
-      for (const file of fs.readdirSync(staging)) {
-        const final = path.join(serverlessDir, file);
-        fs.renameSync(path.join(staging, file), final);
-        moved.set(path.join(staging, file), final);
-      }
-      const finalPath = (staged: string) => moved.get(staged) ?? staged;
-      output = {
-        ...output,
-        functions: output.functions.map((fn) => ({ ...fn, artifact: finalPath(fn.artifact) })),
-        layers: output.layers.map((layer) => ({ ...layer, artifact: finalPath(layer.artifact) })),
-      };
-    } finally {
-      fs.rmSync(staging, { recursive: true, force: true });
-    }
+    const output = await buildStaged(serverlessDir, (staging) => this.build(names, staging));
     this.applyToService(output, Boolean(only));
     for (const fn of output.functions) this.utils.log.notice(formatReport(fn.report));
   }
@@ -304,47 +259,28 @@ class ServerlessTorch {
     const service = this.serverless.service;
     const fn: FunctionConfig = service.getFunction(name);
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-invoke-'));
+    const reporter = this.reporter();
     try {
       // The interpreter first: without one, packaging would be wasted time.
       const target = targetPlatform(String(this.runtimeOf(fn)), String(fn.architecture ?? service.provider.architecture ?? 'x86_64'));
       const interpreter = await findInterpreter(target, runProcess);
       const output = await this.build([name], path.join(root, 'artifacts'));
-      const packaged = output.functions[0];
-      this.utils.log.verbose(`invoke local: ${interpreter.path} (Python ${interpreter.version}, ${interpreter.machine}) on the packaged artifacts in ${root}`);
-      const cache = openCache(this.config().cacheDir);
-      const layerZips = packaged.layers.map((layerName) => output.layers.find((layer) => layer.name === layerName)!.artifact);
-      const layout = await layOut({ root: path.join(root, 'lambda'), functionZip: packaged.artifact, layerZips, cache });
-      const environment: Record<string, string> = {};
-      for (const source of [service.provider.environment, fn.environment]) {
-        for (const [key, value] of Object.entries(source ?? {})) if (value !== undefined && value !== null) environment[key] = String(value);
-      }
-      for (const key of ['AWS_REGION', 'AWS_DEFAULT_REGION', 'AWS_LAMBDA_LOG_GROUP_NAME', 'AWS_LAMBDA_LOG_STREAM_NAME', 'AWS_PROFILE', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']) {
-        if (process.env[key]) environment[key] = process.env[key]!;
-      }
-      const started = Date.now();
-      const { outcomes, exitCode } = await runInvocations({
-        layout,
+      const result = await invokePackaged({
+        output,
+        root,
         interpreter,
-        events: [this.options.data ?? ''],
-        environment,
+        cacheDir: this.config().cacheDir,
+        event: this.options.data ?? '',
+        environment: localEnvironment([service.provider.environment, fn.environment], process.env),
         functionName: fn.name ?? name,
         memorySize: Number(fn.memorySize ?? service.provider.memorySize ?? 1024),
         timeout: Number(fn.timeout ?? service.provider.timeout ?? 6),
-        handler: packaged.environment.SERVERLESS_TORCH_HANDLER,
+        reporter,
       });
-      this.utils.log.verbose(`invoke local: ${((Date.now() - started) / 1000).toFixed(1)} s including cold start`);
-      const outcome = outcomes[0];
-      if (outcome?.result !== undefined || (outcome && 'result' in outcome)) {
-        this.utils.writeText(JSON.stringify(outcome.result, null, 4));
-      } else {
-        const failure = outcome?.error ?? outcome?.initError ?? {
-          errorType: 'Runtime.ExitError',
-          errorMessage: `The Python process exited with status ${exitCode} before answering`,
-        };
-        this.utils.writeText(JSON.stringify(failure, null, 4));
-        process.exitCode = 1;
-      }
+      this.utils.writeText(result.text);
+      if (result.failed) process.exitCode = 1;
     } finally {
+      reporter.done();
       fs.rmSync(root, { recursive: true, force: true });
     }
     // The framework's own invoke would run the handler again, unpackaged (or in Docker for 3.12+).

@@ -37,18 +37,9 @@ function moduleFileIn(files: Set<string>, modulePath: string): string | null {
   return null;
 }
 
-export function collectFunctionContents(options: {
-  serviceDir: string;
-  /** Paths relative to the service directory, as the framework's packager resolved them. */
-  files: string[];
-  model: ModelManifest;
-  /** The file shipped at model.path when it is not the service's own (a quantized model). */
-  modelSource?: string;
-  handlers: { functionName: string; handler: string }[];
-  reporter: Reporter;
-}): FunctionContents {
-  const { serviceDir, model, reporter } = options;
-  const files = options.files.map((file) => file.split(path.sep).join('/'));
+/** The user's files as the framework selected them, less what never ships; refuses a file in the shim's package. */
+function userFiles(selected: string[], reporter: Reporter): string[] {
+  const files = selected.map((file) => file.split(path.sep).join('/'));
   const conflict = files.find((file) => file.startsWith(`${SHIM_PACKAGE}/`));
   if (conflict) {
     throw new TorchError(
@@ -60,10 +51,14 @@ export function collectFunctionContents(options: {
   const kept = files.filter((file) => !NEVER_SHIPPED(file));
   const skipped = files.length - kept.length;
   if (skipped) reporter.verbose(`Function package: left out ${skipped} files under node_modules/ or __pycache__/`);
-  const fileSet = new Set(kept);
-  for (const { functionName, handler } of options.handlers) {
+  return kept;
+}
+
+/** Every handler's module must be in the package; a module that does not seem to define the function gets a warning. */
+function checkHandlers(serviceDir: string, files: Set<string>, handlers: { functionName: string; handler: string }[], reporter: Reporter): void {
+  for (const { functionName, handler } of handlers) {
     const { module, functionName: handlerFunction } = splitHandler(handler);
-    const moduleFile = moduleFileIn(fileSet, module);
+    const moduleFile = moduleFileIn(files, module);
     if (!moduleFile) {
       throw new TorchError(
         'TORCH_HANDLER_NOT_FOUND',
@@ -76,16 +71,45 @@ export function collectFunctionContents(options: {
       reporter.warning(`Function "${functionName}": ${moduleFile} does not seem to define ${handlerFunction}() (handler "${handler}").`);
     }
   }
-  if (model.factory) {
-    const modulePath = model.factory.split(':')[0].replace(/\./g, '/');
-    if (!moduleFileIn(fileSet, modulePath)) {
-      throw new TorchError(
-        'TORCH_MODEL_FACTORY_NOT_FOUND',
-        `custom.torch.model.factory is "${model.factory}", but ${modulePath}.py is not in the function package. ` +
-          'Name a module of your service ("module:function") and make sure package.patterns include it.',
-      );
-    }
-  }
+}
+
+function checkFactory(files: Set<string>, factory: string | null): void {
+  if (!factory) return;
+  const modulePath = factory.split(':')[0].replace(/\./g, '/');
+  if (moduleFileIn(files, modulePath)) return;
+  throw new TorchError(
+    'TORCH_MODEL_FACTORY_NOT_FOUND',
+    `custom.torch.model.factory is "${factory}", but ${modulePath}.py is not in the function package. ` +
+      'Name a module of your service ("module:function") and make sure package.patterns include it.',
+  );
+}
+
+/** The shim package: its Python files and the manifest it loads the model by. */
+function shimEntries(model: ModelManifest): ZipEntry[] {
+  const entries: ZipEntry[] = shimFiles().map((name) => ({ name: `${SHIM_PACKAGE}/${name}`, source: { path: path.join(SHIM_DIR, name) } }));
+  const manifest = {
+    format: 1,
+    model: { path: model.path, loader: model.loader, factory: model.factory, sha256: model.sha256, ...(model.quantized ? { quantized: model.quantized } : {}) },
+  };
+  entries.push({ name: `${SHIM_PACKAGE}/manifest.json`, source: { data: Buffer.from(JSON.stringify(manifest, null, 1)) } });
+  return entries;
+}
+
+export function collectFunctionContents(options: {
+  serviceDir: string;
+  /** Paths relative to the service directory, as the framework's packager resolved them. */
+  files: string[];
+  model: ModelManifest;
+  /** The file shipped at model.path when it is not the service's own (a quantized model). */
+  modelSource?: string;
+  handlers: { functionName: string; handler: string }[];
+  reporter: Reporter;
+}): FunctionContents {
+  const { serviceDir, model, reporter } = options;
+  const kept = userFiles(options.files, reporter);
+  const fileSet = new Set(kept);
+  checkHandlers(serviceDir, fileSet, options.handlers, reporter);
+  checkFactory(fileSet, model.factory);
   if (!fileSet.has(model.path)) {
     reporter.verbose(`Function package: adding the model ${model.path}, which package.patterns left out`);
     kept.push(model.path);
@@ -94,14 +118,7 @@ export function collectFunctionContents(options: {
     const absolute = file === model.path && options.modelSource ? options.modelSource : path.join(serviceDir, file);
     return { name: file, source: { path: absolute }, executable: (fs.statSync(absolute).mode & 0o111) !== 0 };
   });
-  for (const name of shimFiles()) {
-    entries.push({ name: `${SHIM_PACKAGE}/${name}`, source: { path: path.join(SHIM_DIR, name) } });
-  }
-  const manifest = {
-    format: 1,
-    model: { path: model.path, loader: model.loader, factory: model.factory, sha256: model.sha256, ...(model.quantized ? { quantized: model.quantized } : {}) },
-  };
-  entries.push({ name: `${SHIM_PACKAGE}/manifest.json`, source: { data: Buffer.from(JSON.stringify(manifest, null, 1)) } });
+  entries.push(...shimEntries(model));
   const unzippedBytes = entries.reduce(
     (sum, entry) => sum + ('data' in entry.source ? entry.source.data.length : fs.statSync(entry.source.path).size),
     0,

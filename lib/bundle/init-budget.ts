@@ -1,6 +1,6 @@
 import { TorchError } from '../util/errors';
 import { formatBytes } from '../util/format';
-import { DEFAULT_TMP_MB } from './layer-plan';
+import { DEFAULT_TMP_MB } from './limits';
 import { TargetPlatform } from '../resolve/target';
 
 /** Lambda's limit on the init phase of an on-demand function (FACTS §1). */

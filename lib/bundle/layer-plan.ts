@@ -1,11 +1,8 @@
 import { TorchError } from '../util/errors';
 import { formatBytes } from '../util/format';
 import { FileEntry, topLevel, totalBytes } from '../util/file-tree';
+import { UNZIPPED_LIMIT } from './limits';
 
-/** Lambda's limit on function code plus all its layers, unzipped (FACTS §1). */
-export const UNZIPPED_LIMIT = 262_144_000;
-export const MAX_LAYERS = 5;
-export const DEFAULT_TMP_MB = 512;
 
 /** Which files ship as they are under /opt/python and which travel compressed to /tmp. */
 export interface LayerPlan {
@@ -122,10 +119,4 @@ export function tooLarge(files: FileEntry[], functionBytes: number, compressedEs
       'Options left: drop requirements the function does not import, add strip.remove patterns for parts of ' +
       'packages you do not use, shrink the model (quantize it), or deploy as a container image (up to 10 GB).',
   );
-}
-
-/** /tmp the function needs, in MB as `ephemeralStorageSize` counts them, with room for the user. */
-export function ephemeralStorageNeeded(tmpBytes: number): number {
-  const headroom = 64 * 1024 * 1024;
-  return Math.max(DEFAULT_TMP_MB, Math.ceil((tmpBytes + headroom) / (1024 * 1024)));
 }

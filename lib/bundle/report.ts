@@ -1,6 +1,21 @@
 import { formatBytes } from '../util/format';
-import { UNZIPPED_LIMIT } from './layer-plan';
-import { FunctionReport } from '../pipeline/package-functions';
+import { UNZIPPED_LIMIT } from './limits';
+import { QuantizationReport } from '../model/quantize';
+
+/** What one function weighs against Lambda's limits, as printed after packaging. */
+export interface FunctionReport {
+  functionName: string;
+  target: string;
+  torch: { version: string; wheel: string };
+  code: { unzippedBytes: number; zippedBytes: number };
+  model: { bytes: number; loader: string };
+  /** What quantize: dynamic did, with the engine this function's architecture runs it with. */
+  quantization: (QuantizationReport & { engine: string }) | null;
+  layers: { name: string; role: string; unzippedBytes: number; zippedBytes: number }[];
+  totalUnzippedBytes: number;
+  tmpBytes: number;
+  ephemeralStorageSize: number;
+}
 
 function row(cells: string[], widths: number[]): string {
   return cells.map((cell, index) => (index === 0 ? cell.padEnd(widths[index]) : cell.padStart(widths[index]))).join('  ');

@@ -6,7 +6,7 @@ import { ResolvedConfig } from '../config/options';
 import { TorchError } from '../util/errors';
 import { formatBytes, formatSeconds } from '../util/format';
 import { HostTorch, ensureHostTorch, hostPythonArgs } from './host-torch';
-import { ModelManifest, QuantizedManifest } from './inspect';
+import { ModelManifest } from './inspect';
 import { lastLines } from '../resolve/pip-failure';
 import { Runner } from '../util/process';
 import { Reporter } from '../util/reporter';
@@ -162,17 +162,20 @@ export async function quantizeModel(options: {
     return { packaged: { manifest: model, source: config.model.sourcePath }, report };
   }
   for (const note of record.notes) reporter.notice(`quantize: dynamic: ${note}.`);
-  const source = path.join(entryDir, MODEL_FILE);
-  const quantized: QuantizedManifest = { dtype: QUANTIZED_DTYPE, modules: [...QUANTIZED_MODULES], engines: { ...QUANTIZED_ENGINES } };
+  return { packaged: await packagedQuantized(model, record, path.join(entryDir, MODEL_FILE)), report };
+}
+
+/** The quantized file as the function ships it, at the user's model path. */
+async function packagedQuantized(model: ModelManifest, record: QuantizationRecord, source: string): Promise<PackagedModel> {
   const manifest: ModelManifest = {
     path: model.path,
     loader: record.loader,
     factory: record.loader === 'state_dict' ? model.factory : null,
     sha256: await sha256File(source),
     bytes: record.bytes,
-    quantized,
+    quantized: { dtype: QUANTIZED_DTYPE, modules: [...QUANTIZED_MODULES], engines: { ...QUANTIZED_ENGINES } },
   };
-  return { packaged: { manifest, source }, report };
+  return { manifest, source };
 }
 
 /** Runs python/build/quantize.py with the host torch; the packaged file goes into `stageDir`. */

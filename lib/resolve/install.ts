@@ -25,22 +25,7 @@ export async function installTree(options: {
   onLine?: (line: string) => void;
 }): Promise<void> {
   const { config, target, torchWheel, treeDir, workDir, runner } = options;
-  let torchLine = torchWheel.path;
-  if (options.usesHashes) {
-    const digest = await sha256File(torchWheel.path);
-    // pip never sees the user's torch line, so its pins are checked here, where pip would have.
-    const pins = options.torchHashes ?? [];
-    if (pins.length && !pins.includes(digest)) {
-      throw new TorchError(
-        'TORCH_WHEEL_HASH_MISMATCH',
-        `${torchWheel.name.filename} from ${config.torchIndexUrl} has sha256 ${digest}, but ` +
-          `${config.requirementsPath ? path.basename(config.requirementsPath) : 'the requirements'} pins torch to sha256 ` +
-          `${pins.join(' or ')}. The index served other bytes than you pinned, or the pin is for another wheel: pin the hash ` +
-          `of the ${target.runtime} ${target.architecture} wheel (a torch line may carry one --hash per wheel), or fix the index.`,
-      );
-    }
-    torchLine += ` --hash=sha256:${digest}`;
-  }
+  const torchLine = options.usesHashes ? `${torchWheel.path} --hash=sha256:${await checkTorchPins(options)}` : torchWheel.path;
   // The user's file is never edited: pip reads a copy with torch replaced by the chosen wheel.
   const requirementsCopy = path.join(workDir, 'requirements.txt');
   fs.writeFileSync(requirementsCopy, [...options.otherLines, torchLine].join('\n') + '\n');
@@ -62,25 +47,46 @@ export async function installTree(options: {
     ],
     { onLine: options.onLine },
   );
-  if (result.code !== 0) {
-    const output = `${result.stdout}\n${result.stderr}`;
-    const index = config.indexUrl ?? "pip's configured index";
-    const known = knownPipFailure('install the requirements', index, output, treeDir);
-    if (known) throw known;
-    const invalid = requirementsProblem(output, config.requirementsPath);
-    if (invalid) throw invalid;
-    const missing = /No matching distribution found for ([^\s]+)/.exec(result.stderr);
-    if (missing) {
-      throw new TorchError(
-        'TORCH_REQUIREMENT_NOT_FOUND',
-        `pip found no wheel of ${missing[1]} for ${target.runtime} ${target.architecture} ` +
-          `(${target.platformTags[0]}, ${target.abi}). Lambda needs binary wheels built for its platform: ` +
-          'pick a version that publishes one, or drop the requirement.',
-      );
-    }
-    throw pipFailure('install the requirements', index, output, treeDir);
-  }
+  if (result.code !== 0) throw installFailure(config, target, result.stdout, result.stderr, treeDir);
   forgetWheelPath(treeDir, torchWheel);
+}
+
+/**
+ * The sha256 of the chosen torch wheel, checked against the torch line's --hash pins: pip never
+ * sees the user's torch line, so its pins are checked here, where pip would have.
+ */
+async function checkTorchPins(options: { config: ResolvedConfig; target: TargetPlatform; torchWheel: TorchWheel; torchHashes?: string[] }): Promise<string> {
+  const { config, target, torchWheel } = options;
+  const digest = await sha256File(torchWheel.path);
+  const pins = options.torchHashes ?? [];
+  if (pins.length && !pins.includes(digest)) {
+    throw new TorchError(
+      'TORCH_WHEEL_HASH_MISMATCH',
+      `${torchWheel.name.filename} from ${config.torchIndexUrl} has sha256 ${digest}, but ` +
+        `${config.requirementsPath ? path.basename(config.requirementsPath) : 'the requirements'} pins torch to sha256 ` +
+        `${pins.join(' or ')}. The index served other bytes than you pinned, or the pin is for another wheel: pin the hash ` +
+        `of the ${target.runtime} ${target.architecture} wheel (a torch line may carry one --hash per wheel), or fix the index.`,
+    );
+  }
+  return digest;
+}
+
+/** Why pip could not install the requirements, in the user's terms. */
+function installFailure(config: ResolvedConfig, target: TargetPlatform, stdout: string, stderr: string, treeDir: string): TorchError {
+  const output = `${stdout}\n${stderr}`;
+  const index = config.indexUrl ?? "pip's configured index";
+  const known = knownPipFailure('install the requirements', index, output, treeDir) ?? requirementsProblem(output, config.requirementsPath);
+  if (known) return known;
+  const missing = /No matching distribution found for ([^\s]+)/.exec(stderr);
+  if (missing) {
+    return new TorchError(
+      'TORCH_REQUIREMENT_NOT_FOUND',
+      `pip found no wheel of ${missing[1]} for ${target.runtime} ${target.architecture} ` +
+        `(${target.platformTags[0]}, ${target.abi}). Lambda needs binary wheels built for its platform: ` +
+        'pick a version that publishes one, or drop the requirement.',
+    );
+  }
+  return pipFailure('install the requirements', index, output, treeDir);
 }
 
 /**

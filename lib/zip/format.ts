@@ -3,25 +3,25 @@
 import assert from 'node:assert';
 
 // 1980-01-01 00:00:00, the earliest DOS date: what archiver writes for the framework's Date(0).
-export const DOS_TIME = 0;
-export const DOS_DATE = (1 << 5) | 1;
+const DOS_TIME = 0;
+const DOS_DATE = (1 << 5) | 1;
 export const MODE_FILE = 0o100644;
 export const MODE_EXECUTABLE = 0o100755;
 export const METHOD_STORED = 0;
 export const METHOD_DEFLATED = 8;
-export const FLAG_UTF8 = 0x0800;
-export const VERSION_DEFAULT = 20;
-export const VERSION_ZIP64 = 45;
-export const MADE_BY_UNIX = 3 << 8;
+const FLAG_UTF8 = 0x0800;
+const VERSION_DEFAULT = 20;
+const VERSION_ZIP64 = 45;
+const MADE_BY_UNIX = 3 << 8;
 export const U16_MAX = 0xffff;
 export const U32_MAX = 0xffffffff;
 
 export const SIG_LOCAL = 0x04034b50;
-export const SIG_CENTRAL = 0x02014b50;
-export const SIG_EOCD = 0x06054b50;
-export const SIG_ZIP64_EOCD = 0x06064b50;
-export const SIG_ZIP64_LOCATOR = 0x07064b50;
-export const ZIP64_EXTRA_ID = 0x0001;
+const SIG_CENTRAL = 0x02014b50;
+const SIG_EOCD = 0x06054b50;
+const SIG_ZIP64_EOCD = 0x06064b50;
+const SIG_ZIP64_LOCATOR = 0x07064b50;
+const ZIP64_EXTRA_ID = 0x0001;
 export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
 export const S_IFLNK = 0o120000;

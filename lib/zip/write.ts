@@ -19,7 +19,6 @@ import zlib from 'node:zlib';
 import { Semaphore, forEachLimit } from '../util/concurrency';
 import { sha256File } from '../util/hash';
 import {
-  DOS_DATE,
   HeaderFields,
   METHOD_DEFLATED,
   METHOD_STORED,
@@ -218,7 +217,11 @@ function worstCaseCompressedSize(m: Member): number {
   return n + Math.floor(n / 4096) + Math.floor(n / 16384) + Math.floor(n / 33554432) + 13 + m.chunks * 16;
 }
 
-/** Returns the offset where the central directory starts. */
+/**
+ * Returns the offset where the central directory starts. One function, longer than most: the
+ * queue of chunks in flight, the batch of pending writes and the file position are the state of
+ * one pipelined write, and split apart they would have to be handed around on every chunk.
+ */
 async function writeMembers(
   fh: FileHandle,
   members: Member[],

@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { openCache } from '../../lib/util/cache';
 import { Interpreter, findInterpreter } from '../../lib/resolve/interpreter';
 import * as os from 'node:os';
-import { InvokeOutcome, LambdaLayout, layOut, runInvocations } from '../../lib/local/invoke';
+import { InvokeOutcome, runInvocations } from '../../lib/local/invoke';
+import { LambdaLayout, layOut } from '../../lib/local/layout';
 import { runProcess } from '../../lib/util/process';
 import { targetPlatform } from '../../lib/resolve/target';
 

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openCache } from '../../lib/util/cache';
-import { resolveConfig } from '../../lib/config/options';
+import { resolveConfig } from '../../lib/config/resolve-config';
 import { HostTorch, ensureHostTorch, hostPythonArgs } from '../../lib/model/host-torch';
 import { Runner, runProcess } from '../../lib/util/process';
 import { silentReporter } from '../../lib/util/reporter';

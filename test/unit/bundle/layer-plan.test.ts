@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { TorchError } from '../../../lib/util/errors';
-import { UNZIPPED_LIMIT, ephemeralStorageNeeded, planLayers, reserveForFunction } from '../../../lib/bundle/layer-plan';
+import { planLayers, reserveForFunction } from '../../../lib/bundle/layer-plan';
+import { UNZIPPED_LIMIT, ephemeralStorageNeeded } from '../../../lib/bundle/limits';
 import { FileEntry, totalBytes } from '../../../lib/util/file-tree';
 
 const MiB = 1024 * 1024;

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DEFAULT_TORCH_INDEX_URL, resolveConfig } from '../../../lib/config/options';
+import { DEFAULT_TORCH_INDEX_URL } from '../../../lib/config/options';
+import { resolveConfig } from '../../../lib/config/resolve-config';
 import { TorchError } from '../../../lib/util/errors';
 
 describe('config', () => {

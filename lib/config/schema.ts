@@ -1,0 +1,48 @@
+import { LOADERS } from './options';
+
+const stringArray = { type: 'array', items: { type: 'string' } };
+
+/** JSON schema registered with the framework (which only warns on v3; see validateOptions). */
+export const customSchema = {
+  type: 'object',
+  properties: {
+    model: {
+      anyOf: [
+        { type: 'string' },
+        {
+          type: 'object',
+          properties: {
+            path: { type: 'string' },
+            loader: { enum: LOADERS },
+            factory: { type: 'string' },
+          },
+          required: ['path'],
+          additionalProperties: false,
+        },
+      ],
+    },
+    requirements: { anyOf: [{ type: 'string' }, { const: false }] },
+    // No type: the framework coerces values to the schema's type, which would turn an unquoted 2.10
+    // into the string "2.1". Untyped, the number arrives as one and resolveConfig refuses it.
+    torchVersion: {},
+    torchIndexUrl: { type: 'string' },
+    indexUrl: { type: 'string' },
+    python: { type: 'string' },
+    strip: {
+      type: 'object',
+      properties: { keep: stringArray, remove: stringArray, symbols: { type: 'boolean' } },
+      additionalProperties: false,
+    },
+    cacheDir: { type: 'string' },
+    quantize: { enum: [false, 'dynamic'] },
+    sampleInput: { type: 'string' },
+    allowUnsafeTorch: { type: 'boolean' },
+  },
+  required: ['model'],
+  additionalProperties: false,
+};
+
+export const functionSchema = { torch: { type: 'boolean' } };
+
+/** The options custom.torch accepts, for unknown-option errors. */
+export const TOP_LEVEL_OPTIONS = Object.keys(customSchema.properties);
