@@ -1,0 +1,76 @@
+/**
+ * A Runner that records every command and plays pip without running anything: `pip download`
+ * drops a torch wheel file into --dest, `pip install --target` lays out a small torch-shaped
+ * tree. Tools it does not know (strip, interpreters of other versions) are "not installed".
+ * For unit tests of the stages that run processes.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { RunResult, Runner } from '../../lib/util/process';
+
+export interface RecordedCall {
+  command: string;
+  args: string[];
+  /** What the requirements file given with -r held when pip read it (it lives in a work directory removed afterwards). */
+  requirements?: string;
+}
+
+export interface RecordingRunner {
+  runner: Runner;
+  calls: RecordedCall[];
+  /** The pip subcommands run so far ("download", "install", ...). */
+  pipCommands(): string[];
+}
+
+/** Files `pip install` writes, relative to --target: torch's shape in miniature. */
+export const INSTALLED_TREE: Record<string, string> = {
+  'torch/__init__.py': 'import torch._C\n',
+  'torch/_C.cpython-311-x86_64-linux-gnu.so': 'ELF extension module',
+  'torch/lib/libtorch_cpu.so': 'ELF'.repeat(1000),
+  'torch/test/test_ops.bin': 'C++ test binary',
+  'torch/include/ATen/ATen.h': '#pragma once',
+  'torch/bin/torch_shm_manager': 'ELF',
+  'torch-2.13.0+cpu.dist-info/METADATA': 'Name: torch\nVersion: 2.13.0+cpu\n',
+  'torch-2.13.0+cpu.dist-info/RECORD': 'torch/__init__.py,,\n',
+  'sympy/__init__.py': '',
+};
+
+const ok = (stdout = ''): RunResult => ({ code: 0, stdout, stderr: '' });
+
+function notInstalled(command: string): never {
+  throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT' });
+}
+
+export function recordingRunner(options: { installed?: Record<string, string> } = {}): RecordingRunner {
+  const calls: RecordedCall[] = [];
+  const installed = options.installed ?? INSTALLED_TREE;
+  const runner: Runner = async (command, args) => {
+    const requirementsFile = args.includes('-r') ? args[args.indexOf('-r') + 1] : null;
+    calls.push({ command, args, ...(requirementsFile ? { requirements: fs.readFileSync(requirementsFile, 'utf8') } : {}) });
+    if (args[0] !== '-m' || args[1] !== 'pip') return notInstalled(command);
+    const sub = args[2];
+    const value = (flag: string) => args[args.indexOf(flag) + 1];
+    if (sub === '--version') return ok('pip 23.2.1');
+    if (sub === 'config') return ok('');
+    if (sub === 'download') {
+      const dest = value('--dest');
+      fs.mkdirSync(dest, { recursive: true });
+      fs.writeFileSync(path.join(dest, 'torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl'), 'wheel');
+      return ok();
+    }
+    if (sub === 'install') {
+      const target = value('--target');
+      for (const [file, content] of Object.entries(installed)) {
+        fs.mkdirSync(path.dirname(path.join(target, file)), { recursive: true });
+        fs.writeFileSync(path.join(target, file), content);
+      }
+      return ok();
+    }
+    return { code: 2, stdout: '', stderr: `unknown pip command ${sub}` };
+  };
+  return {
+    runner,
+    calls,
+    pipCommands: () => calls.filter((call) => call.args[1] === 'pip').map((call) => call.args[2]),
+  };
+}

@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { resolveConfig } from '../../../lib/config/resolve-config';
+import { packageTorchFunctions } from '../../../lib/pipeline/package-functions';
+import { planFunctions } from '../../../lib/pipeline/plan-functions';
+import { TorchFunction } from '../../../lib/pipeline/types';
+import { silentReporter } from '../../../lib/util/reporter';
+import { readZipEntry, readZipIndex } from '../../../lib/zip/read';
+import { writeZip } from '../../../lib/zip/write';
+import { recordingRunner } from '../../support/recording-runner';
+
+// A torch.save checkpoint in miniature: a zip whose data.pkl names no class (a plain state dict).
+const STATE_DICT_PICKLE = Buffer.from('\x80\x02}q\x00.', 'latin1');
+
+describe('packageTorchFunctions, the list of stages (pip played by a recording runner)', () => {
+  let service: string;
+  let outputDir: string;
+
+  beforeEach(async () => {
+    service = fs.mkdtempSync(path.join(os.tmpdir(), 'pipeline-test-'));
+    outputDir = path.join(service, '.serverless', 'staging');
+    fs.writeFileSync(path.join(service, 'handler.py'), 'def predict(event, context, model):\n    return 1\n');
+    fs.writeFileSync(path.join(service, 'requirements.txt'), 'torch==2.13.0\n');
+    await writeZip(path.join(service, 'model.pt'), [{ name: 'archive/data.pkl', source: { data: STATE_DICT_PICKLE } }]);
+  });
+  afterEach(() => fs.rmSync(service, { recursive: true, force: true }));
+
+  const config = () => resolveConfig({ model: 'model.pt', cacheDir: path.join(service, 'cache'), indexUrl: 'http://127.0.0.1:9/simple' }, service);
+  const fn = (name: string, overrides: Partial<TorchFunction> = {}): TorchFunction => ({
+    name,
+    handler: 'handler.predict',
+    runtime: 'python3.11',
+    architecture: 'x86_64',
+    memorySize: 3008,
+    userLayers: [],
+    ephemeralStorageSize: null,
+    files: ['handler.py', 'requirements.txt'],
+    artifactName: 'svc-torch.zip',
+    ...overrides,
+  });
+
+  it('packages a function: its zip holds the code, the model, the shim and its manifest; the tree becomes a layer', async () => {
+    const pip = recordingRunner();
+    const output = await packageTorchFunctions({ config: config(), functions: [fn('predict')], outputDir, runner: pip.runner, reporter: silentReporter });
+    const [predict] = output.functions;
+    assert.equal(predict.handler, 'serverless_torch.shim.handler');
+    assert.deepEqual(predict.environment, { SERVERLESS_TORCH_HANDLER: 'handler.predict' });
+    assert.deepEqual(predict.layers, ['torchDepsPy311X8664']);
+    const names = (await readZipIndex(predict.artifact)).map((entry) => entry.name);
+    for (const name of ['handler.py', 'model.pt', 'serverless_torch/shim.py', 'serverless_torch/unpack.py', 'serverless_torch/manifest.json']) {
+      assert.ok(names.includes(name), `${name} in ${names.join(', ')}`);
+    }
+    assert.ok(!names.includes('serverless_torch/invoke_local.py'), 'the local runner never ships');
+    const manifest = JSON.parse((await readZipEntry(predict.artifact, 'serverless_torch/manifest.json')).toString('utf8'));
+    assert.equal(manifest.model.loader, 'weights');
+    const layerFiles = (await readZipIndex(output.layers[0].artifact)).map((entry) => entry.name);
+    assert.ok(layerFiles.includes('python/torch/lib/libtorch_cpu.so'));
+    assert.ok(!layerFiles.some((name) => name.startsWith('python/torch/test/')));
+    assert.equal(predict.report.totalUnzippedBytes, predict.report.code.unzippedBytes + output.layers[0].unzippedBytes);
+  });
+
+  it('resolves one tree per target, and functions packaged together share one zip', async () => {
+    const pip = recordingRunner();
+    const output = await packageTorchFunctions({
+      config: config(),
+      functions: [fn('a'), fn('b'), fn('c', { runtime: 'python3.12' })],
+      outputDir,
+      runner: pip.runner,
+      reporter: silentReporter,
+    });
+    assert.equal(pip.pipCommands().filter((command) => command === 'install').length, 2);
+    assert.deepEqual(output.layers.map((layer) => layer.name), ['torchDepsPy311X8664', 'torchDepsPy312X8664']);
+    assert.equal(new Set(output.functions.map((packaged) => packaged.artifact)).size, 1);
+    const again = recordingRunner();
+    await packageTorchFunctions({ config: config(), functions: [fn('a'), fn('c', { runtime: 'python3.12' })], outputDir, runner: again.runner, reporter: silentReporter });
+    assert.deepEqual(again.pipCommands().filter((command) => command === 'install' || command === 'download'), [], 'warm cache: no pip');
+  });
+
+  it('refuses a function whose own layers leave no room, before any pip runs', async () => {
+    const pip = recordingRunner();
+    await assert.rejects(
+      packageTorchFunctions({ config: config(), functions: [fn('predict', { userLayers: [1, 2, 3, 4, 5] })], outputDir, runner: pip.runner, reporter: silentReporter }),
+      { code: 'TORCH_TOO_MANY_LAYERS', message: /"predict" already has 5 layers/ },
+    );
+    assert.deepEqual(pip.pipCommands(), []);
+  });
+
+  it('plans functions without running anything: a missing handler module is named', () => {
+    const model = { manifest: { path: 'model.pt', loader: 'weights' as const, factory: null, sha256: '0'.repeat(64), bytes: 10 }, source: path.join(service, 'model.pt') };
+    assert.throws(
+      () => planFunctions({ config: config(), functions: [fn('predict', { handler: 'missing.predict' })], model, reporter: silentReporter }),
+      { code: 'TORCH_HANDLER_NOT_FOUND', message: /missing\.py is not in the package/ },
+    );
+  });
+});
