@@ -110,7 +110,7 @@ function resolveQuantize(value: unknown): ResolvedConfig['quantize'] {
   if (value === undefined || value === false) return false;
   if (value === 'dynamic') return 'dynamic';
   if (typeof value === 'string' && /^(float16|fp16|half)$/i.test(value)) {
-    // Measured with torch 2.13 (FACTS §7): a 1,600,149-byte Linear state dict is 1,602,047 bytes
+    // Measured with torch 2.13: a 1,600,149-byte Linear state dict is 1,602,047 bytes
     // after float16 dynamic quantization, because the packed weights are saved as float32.
     throw new TorchError(
       'TORCH_QUANTIZE_FLOAT16_UNSUPPORTED',

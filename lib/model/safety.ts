@@ -2,7 +2,7 @@ import { TorchError } from '../util/errors';
 import { PackagedLoader } from './inspect';
 import { compareReleases, releaseOf } from '../resolve/version';
 
-/** A published flaw that lets a crafted checkpoint run code through torch.load(weights_only=True) (FACTS §6). */
+/** A published flaw that lets a crafted checkpoint run code through torch.load(weights_only=True). */
 export interface WeightsOnlyBypass {
   cve: string;
   /** First torch release without it. */

@@ -20,7 +20,8 @@ export interface TargetPlatform {
   platformTags: string[];
 }
 
-// FACTS §2: python3.9–3.11 run on Amazon Linux 2 (glibc 2.26), python3.12+ on AL2023 (2.34).
+// Lambda's python3.9–3.11 runtimes run on Amazon Linux 2 (glibc 2.26), python3.12+ on Amazon
+// Linux 2023 (glibc 2.34): the newest manylinux tag a wheel may carry follows from that.
 const RUNTIMES: Record<string, { os: TargetPlatform['os']; glibc: [number, number] }> = {
   'python3.9': { os: 'Amazon Linux 2', glibc: [2, 26] },
   'python3.10': { os: 'Amazon Linux 2', glibc: [2, 26] },
@@ -36,7 +37,8 @@ export function isPythonRuntime(runtime: string | undefined): boolean {
   return typeof runtime === 'string' && runtime.startsWith('python');
 }
 
-// pip matches --platform tags exactly (FACTS §2), so every tag the runtime's glibc can run is
+// pip (23.2, measured) matches --platform tags exactly: manylinux_2_26 does not accept a
+// manylinux_2_17 wheel. So every tag the runtime's glibc can run is
 // listed, newest first, with the legacy aliases. `linux_<machine>` is included because the
 // PyTorch CPU index tags torch 2.0–2.6 x86_64 wheels that way.
 export function platformTags(machine: 'x86_64' | 'aarch64', glibc: [number, number]): string[] {

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { TorchError } from './errors';
 import { formatBytes } from './format';
 
-// Measured with torch 2.13.0+cpu (FACTS §3, §4): the 192 MB wheel installs to 710 MiB with its
+// Measured with torch 2.13.0+cpu: the 192 MB wheel installs to 710 MiB with its
 // dependencies, and both stay on disk until the stripped tree is committed, so a cold build of one
 // target peaks at about five times the wheel in the cache directory.
 export const COLD_BUILD_WHEEL_FACTOR = 5;

@@ -6,7 +6,8 @@ Run with an interpreter of the function's runtime minor version (bytecode is spe
 not to the machine). It follows the imports that run when MODULE is imported (statements at
 module level and in class bodies, not in functions or under `if TYPE_CHECKING:`) through the
 .py files of TREE_DIR, and writes __pycache__/*.pyc for those only: Lambda's /opt is read-only,
-so without them every cold start compiles torch from source (FACTS §5), while bytecode for the
+so without them every cold start compiles torch from source (import torch 2.5-2.9 s instead of
+1.3-1.4 s on a 2-core machine, measured with torch 2.13), while bytecode for the
 modules nothing imports at init would take layer space and save nothing. The .pyc use
 unchecked-hash invalidation, because unzipped files get fixed or fresh mtimes and checking a
 hash would mean reading every source, and carry paths relative to the tree so identical trees

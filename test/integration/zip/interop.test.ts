@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { extractZip, readZipIndex } from '../../../lib/zip/read';
+import { sha256 } from '../../../lib/util/hash';
 import { writeZip, type ZipEntry } from '../../../lib/zip/write';
+import { contentOf, mixedBytes, sampleEntries as sampleSet, sourceFile } from '../../support/zip-samples';
 
-
-function sha256(data: Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
 
 function python(script: string, ...args: string[]): string {
   return execFileSync('python3', ['-c', script, ...args], { encoding: 'utf8', maxBuffer: 256 << 20 });
@@ -46,19 +43,6 @@ function pythonRead(zipPath: string): PythonEntry[] {
   return result.entries;
 }
 
-// Compressible and not: random runs between repeated text, so deflate has real work and the
-// dictionary carried across chunks matters.
-function mixedBytes(size: number): Buffer {
-  const out = Buffer.alloc(size);
-  const text = Buffer.from('import torch\nfrom torch import nn\nclass Model(nn.Module): pass\n'.repeat(40));
-  let at = 0;
-  while (at < size) {
-    at += randomBytes(Math.min(4096, size - at)).copy(out, at);
-    if (at < size) at += text.copy(out, at, 0, Math.min(text.length, size - at));
-  }
-  return out;
-}
-
 describe('zip files read and written by other tools (python3 zipfile, unzip)', function () {
   // Some tests zip tens of megabytes or tens of thousands of entries on a 2-core machine.
   this.timeout(120_000);
@@ -72,33 +56,8 @@ describe('zip files read and written by other tools (python3 zipfile, unzip)', f
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  function file(rel: string, content: string | Buffer, mode = 0o644): string {
-    const p = path.join(dir, 'src', rel);
-    fs.mkdirSync(path.dirname(p), { recursive: true });
-    fs.writeFileSync(p, content);
-    fs.chmodSync(p, mode);
-    return p;
-  }
-
-  /** A bit of everything the plugin zips: code, an executable, an empty file, a stored member, non-ASCII, multi-chunk. */
-  function sampleEntries(): ZipEntry[] {
-    return [
-      { name: 'handler.py', source: { path: file('handler.py', 'def handler(event, context):\n    return 1\n') } },
-      { name: 'bin/tool', source: { path: file('bin/tool', '#!/bin/sh\necho hi\n', 0o755) }, executable: true },
-      { name: 'empty.txt', source: { path: file('empty.txt', '') } },
-      { name: 'model.pt', source: { data: randomBytes(200_000) }, compress: false },
-      { name: 'noise.bin', source: { data: randomBytes(70_000) } },
-      { name: 'données/été.txt', source: { data: Buffer.from('unicode name\n') } },
-      { name: 'torch/lib/libbig.so', source: { path: file('libbig.so', mixedBytes(3 * 1024 * 1024 + 12345), 0o755) }, executable: true },
-      { name: 'torch/__init__.py', source: { data: Buffer.from('x = 1\n'.repeat(5000)) } },
-      // Several chunks, the last one small enough to be deflated inline.
-      { name: 'torch/lib/libtail.so', source: { data: mixedBytes(2 * 1024 * 1024 + 100) } },
-    ];
-  }
-
-  function contentOf(entry: ZipEntry): Buffer {
-    return 'data' in entry.source ? entry.source.data : fs.readFileSync(entry.source.path);
-  }
+  const file = (rel: string, content: string | Buffer, mode?: number) => sourceFile(dir, rel, content, mode);
+  const sampleEntries = () => sampleSet(dir);
 
   it("python's zipfile reads every entry back byte-exact", async function () {
     const entries = sampleEntries();

@@ -1,24 +1,11 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { extractZip, readZipEntry, readZipIndex } from '../../../lib/zip/read';
 import { writeZip, type ZipEntry } from '../../../lib/zip/write';
 import { sha256 } from '../../../lib/util/hash';
-
-// Compressible and not: random runs between repeated text, so deflate has real work and the
-// dictionary carried across chunks matters.
-function mixedBytes(size: number): Buffer {
-  const out = Buffer.alloc(size);
-  const text = Buffer.from('import torch\nfrom torch import nn\nclass Model(nn.Module): pass\n'.repeat(40));
-  let at = 0;
-  while (at < size) {
-    at += randomBytes(Math.min(4096, size - at)).copy(out, at);
-    if (at < size) at += text.copy(out, at, 0, Math.min(text.length, size - at));
-  }
-  return out;
-}
+import { contentOf, mixedBytes, sampleEntries as sampleSet, sourceFile } from '../../support/zip-samples';
 
 describe('zip', function () {
   // Some tests zip tens of megabytes or tens of thousands of entries on a 2-core machine.
@@ -33,33 +20,8 @@ describe('zip', function () {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  function file(rel: string, content: string | Buffer, mode = 0o644): string {
-    const p = path.join(dir, 'src', rel);
-    fs.mkdirSync(path.dirname(p), { recursive: true });
-    fs.writeFileSync(p, content);
-    fs.chmodSync(p, mode);
-    return p;
-  }
-
-  /** A bit of everything the plugin zips: code, an executable, an empty file, a stored member, non-ASCII, multi-chunk. */
-  function sampleEntries(): ZipEntry[] {
-    return [
-      { name: 'handler.py', source: { path: file('handler.py', 'def handler(event, context):\n    return 1\n') } },
-      { name: 'bin/tool', source: { path: file('bin/tool', '#!/bin/sh\necho hi\n', 0o755) }, executable: true },
-      { name: 'empty.txt', source: { path: file('empty.txt', '') } },
-      { name: 'model.pt', source: { data: randomBytes(200_000) }, compress: false },
-      { name: 'noise.bin', source: { data: randomBytes(70_000) } },
-      { name: 'données/été.txt', source: { data: Buffer.from('unicode name\n') } },
-      { name: 'torch/lib/libbig.so', source: { path: file('libbig.so', mixedBytes(3 * 1024 * 1024 + 12345), 0o755) }, executable: true },
-      { name: 'torch/__init__.py', source: { data: Buffer.from('x = 1\n'.repeat(5000)) } },
-      // Several chunks, the last one small enough to be deflated inline.
-      { name: 'torch/lib/libtail.so', source: { data: mixedBytes(2 * 1024 * 1024 + 100) } },
-    ];
-  }
-
-  function contentOf(entry: ZipEntry): Buffer {
-    return 'data' in entry.source ? entry.source.data : fs.readFileSync(entry.source.path);
-  }
+  const file = (rel: string, content: string | Buffer, mode?: number) => sourceFile(dir, rel, content, mode);
+  const sampleEntries = () => sampleSet(dir);
 
   it('writing the same entries twice yields byte-identical zips', async function () {
     const entries = sampleEntries();
