@@ -4,7 +4,7 @@ import { ResolvedConfig } from '../config/options';
 import { TorchError } from '../util/errors';
 import { sha256File } from '../util/hash';
 import { Runner } from '../util/process';
-import { QUIET_ARGS, indexArgs, targetArgs } from './pip-args';
+import { QUIET_ARGS, indexArgs, pipForTarget, targetArgs } from './pip-args';
 import { knownPipFailure, pipFailure, requirementsProblem } from './pip-failure';
 import { TargetPlatform } from './target';
 import { TorchWheel } from './torch-wheel';
@@ -31,9 +31,7 @@ export async function installTree(options: {
   fs.writeFileSync(requirementsCopy, [...options.otherLines, torchLine].join('\n') + '\n');
   const result = await runner(
     config.python,
-    [
-      '-m',
-      'pip',
+    pipForTarget(target, [
       'install',
       ...QUIET_ARGS,
       '--no-compile',
@@ -44,7 +42,7 @@ export async function installTree(options: {
       ...indexArgs(config, options.configuredExtras),
       '-r',
       requirementsCopy,
-    ],
+    ]),
     { onLine: options.onLine },
   );
   if (result.code !== 0) throw installFailure(config, target, result.stdout, result.stderr, treeDir);

@@ -1,4 +1,6 @@
+import * as path from 'node:path';
 import { ResolvedConfig } from '../config/options';
+import { BUILD_SCRIPTS_DIR } from '../util/plugin-paths';
 import { TorchError } from '../util/errors';
 import { Runner } from '../util/process';
 import { lastLines } from './pip-failure';
@@ -16,6 +18,36 @@ export function targetArgs(target: TargetPlatform): string[] {
     target.abi,
     ...target.platformTags.flatMap((tag) => ['--platform', tag]),
   ];
+}
+
+export const PIP_FOR_TARGET_SCRIPT = path.join(BUILD_SCRIPTS_DIR, 'pip_for_target.py');
+
+/**
+ * The environment markers see on the target (PEP 508 names), so that `python_version`,
+ * `platform_machine` and `sys_platform` come out as Lambda's whatever the build machine is.
+ */
+export function markerEnvironment(target: TargetPlatform): Record<string, string> {
+  return {
+    implementation_name: 'cpython',
+    implementation_version: `${target.pythonVersion}.0`,
+    os_name: 'posix',
+    platform_machine: target.machine,
+    platform_python_implementation: 'CPython',
+    platform_release: '',
+    platform_system: 'Linux',
+    platform_version: '',
+    python_full_version: `${target.pythonVersion}.0`,
+    python_version: target.pythonVersion,
+    sys_platform: 'linux',
+  };
+}
+
+/**
+ * The interpreter arguments that run pip for the target: python/build/pip_for_target.py sets
+ * the marker environment to the target's, then runs pip with `pipArgs`.
+ */
+export function pipForTarget(target: TargetPlatform, pipArgs: string[]): string[] {
+  return [PIP_FOR_TARGET_SCRIPT, JSON.stringify(markerEnvironment(target)), ...pipArgs];
 }
 
 export const QUIET_ARGS = ['--disable-pip-version-check', '--no-input', '--progress-bar', 'off'];

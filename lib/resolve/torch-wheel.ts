@@ -4,7 +4,7 @@ import { ResolvedConfig } from '../config/options';
 import { TorchError } from '../util/errors';
 import { Runner } from '../util/process';
 import { explainNoTorchWheel, indexPageError, readIndexPage } from './index-page';
-import { QUIET_ARGS, targetArgs } from './pip-args';
+import { QUIET_ARGS, pipForTarget, targetArgs } from './pip-args';
 import { knownPipFailure, pipFailure } from './pip-failure';
 import { TargetPlatform } from './target';
 import { WheelName, parseWheelName } from './wheel-name';
@@ -31,9 +31,7 @@ export async function downloadTorchWheel(options: {
   fs.mkdirSync(downloadDir, { recursive: true });
   const result = await runner(
     config.python,
-    [
-      '-m',
-      'pip',
+    pipForTarget(target, [
       'download',
       ...QUIET_ARGS,
       '--no-deps',
@@ -43,7 +41,7 @@ export async function downloadTorchWheel(options: {
       '--dest',
       downloadDir,
       `torch${torchSpecifier}`,
-    ],
+    ]),
     { onLine: options.onLine },
   );
   if (result.code !== 0) {

@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { PIP_FOR_TARGET_SCRIPT } from '../../lib/resolve/pip-args';
 import { RunResult, Runner } from '../../lib/util/process';
 
 export interface RecordedCall {
@@ -35,6 +36,13 @@ export const INSTALLED_TREE: Record<string, string> = {
   'sympy/__init__.py': '',
 };
 
+/** pip's own arguments, whether run as `-m pip` or through python/build/pip_for_target.py; null for anything else. */
+export function pipArguments(args: string[]): string[] | null {
+  if (args[0] === '-m' && args[1] === 'pip') return args.slice(2);
+  if (args[0] === PIP_FOR_TARGET_SCRIPT) return args.slice(2);
+  return null;
+}
+
 const ok = (stdout = ''): RunResult => ({ code: 0, stdout, stderr: '' });
 
 function notInstalled(command: string): never {
@@ -47,9 +55,10 @@ export function recordingRunner(options: { installed?: Record<string, string> } 
   const runner: Runner = async (command, args) => {
     const requirementsFile = args.includes('-r') ? args[args.indexOf('-r') + 1] : null;
     calls.push({ command, args, ...(requirementsFile ? { requirements: fs.readFileSync(requirementsFile, 'utf8') } : {}) });
-    if (args[0] !== '-m' || args[1] !== 'pip') return notInstalled(command);
-    const sub = args[2];
-    const value = (flag: string) => args[args.indexOf(flag) + 1];
+    const pip = pipArguments(args);
+    if (!pip) return notInstalled(command);
+    const sub = pip[0];
+    const value = (flag: string) => pip[pip.indexOf(flag) + 1];
     if (sub === '--version') return ok('pip 23.2.1');
     if (sub === 'config') return ok('');
     if (sub === 'download') {
@@ -71,6 +80,6 @@ export function recordingRunner(options: { installed?: Record<string, string> } 
   return {
     runner,
     calls,
-    pipCommands: () => calls.filter((call) => call.args[1] === 'pip').map((call) => call.args[2]),
+    pipCommands: () => calls.map((call) => pipArguments(call.args)?.[0]).filter((sub): sub is string => sub !== undefined),
   };
 }
