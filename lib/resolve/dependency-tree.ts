@@ -153,6 +153,7 @@ async function installDependencies(step: TreeStep, treeDir: string, workDir: str
     target,
     torchWheel,
     otherLines: requirements.otherLines,
+    constraintLines: requirements.constraintLines,
     usesHashes: requirements.usesHashes,
     torchHashes: requirements.torchHashes,
     treeDir,

@@ -15,6 +15,8 @@ export async function installTree(options: {
   target: TargetPlatform;
   torchWheel: TorchWheel;
   otherLines: string[];
+  /** Constraint lines (-c files, torch taken out). @default none */
+  constraintLines?: string[];
   usesHashes: boolean;
   /** The user's sha256 pins for torch: the chosen wheel must match one. @default none */
   torchHashes?: string[];
@@ -26,9 +28,13 @@ export async function installTree(options: {
 }): Promise<void> {
   const { config, target, torchWheel, treeDir, workDir, runner } = options;
   const torchLine = options.usesHashes ? `${torchWheel.path} --hash=sha256:${await checkTorchPins(options)}` : torchWheel.path;
-  // The user's file is never edited: pip reads a copy with torch replaced by the chosen wheel.
+  // The user's files are never edited: pip reads copies with torch replaced by the chosen wheel
+  // (and taken out of the constraints, which the wheel's own version might not match textually).
   const requirementsCopy = path.join(workDir, 'requirements.txt');
-  fs.writeFileSync(requirementsCopy, [...options.otherLines, torchLine].join('\n') + '\n');
+  const constraints = options.constraintLines ?? [];
+  const constraintsCopy = path.join(workDir, 'constraints.txt');
+  if (constraints.length) fs.writeFileSync(constraintsCopy, constraints.join('\n') + '\n');
+  fs.writeFileSync(requirementsCopy, [...options.otherLines, ...(constraints.length ? [`-c ${constraintsCopy}`] : []), torchLine].join('\n') + '\n');
   const result = await runner(
     config.python,
     pipForTarget(target, [

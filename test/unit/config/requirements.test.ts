@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
-import { parseRequirements } from '../../../lib/config/requirements';
+import { RequirementFiles, parseRequirements } from '../../../lib/config/requirements';
 import { TorchError } from '../../../lib/util/errors';
+
+/** Files in memory: text by absolute path, and what describe() says of local artifacts. */
+function memoryFiles(texts: Record<string, string>, described: Record<string, unknown> = {}): RequirementFiles {
+  return {
+    read: (file) => {
+      if (!(file in texts)) throw Object.assign(new Error(`ENOENT: no such file, open '${file}'`), { code: 'ENOENT' });
+      return texts[file];
+    },
+    describe: (file) => described[file] ?? null,
+  };
+}
 
 const code = (expected: string) => (error: unknown) => error instanceof TorchError && error.code === expected;
 
@@ -32,9 +43,50 @@ describe('requirements', () => {
     assert.equal(parsed.usesHashes, true);
   });
 
-  it('makes -r and -c paths absolute so the copy pip reads works from anywhere', () => {
-    const parsed = parseRequirements('-r base.txt\n--constraint=pins.txt\n', '/svc/deps', null);
-    assert.deepEqual(parsed.otherLines, ['-r /svc/deps/base.txt', '--constraint /svc/deps/pins.txt']);
+  it('reads files included with -r as part of the requirements, relative to the file that names them', () => {
+    const files = memoryFiles({ '/svc/deps/base.txt': 'numpy==2.1.0\n-r more/extra.txt\n', '/svc/deps/more/extra.txt': 'pillow\n' });
+    const parsed = parseRequirements('-r base.txt\nsympy\n', '/svc/deps', null, 'requirements.txt', files);
+    assert.deepEqual(parsed.otherLines, ['numpy==2.1.0', 'pillow', 'sympy']);
+  });
+
+  it('sees a torch pin and --hash pins inside an included file', () => {
+    const a = 'a'.repeat(64);
+    const files = memoryFiles({ '/svc/base.txt': `torch==2.13.0 --hash=sha256:${a}\n` });
+    const parsed = parseRequirements('-r base.txt\n', '/svc', null, 'requirements.txt', files);
+    assert.equal(parsed.torchSpecifier, '==2.13.0');
+    assert.deepEqual(parsed.torchHashes, [a]);
+    assert.equal(parsed.usesHashes, true);
+    assert.deepEqual(parsed.otherLines, []);
+  });
+
+  it('takes torch out of constraint files into the torch specifier and keeps the other constraints for pip', () => {
+    const files = memoryFiles({ '/svc/pins.txt': 'torch<2.14\nnumpy==2.1.0\n' });
+    const parsed = parseRequirements('--constraint=pins.txt\ntorch==2.13.0\nnumpy\n', '/svc', null, 'requirements.txt', files);
+    assert.equal(parsed.torchSpecifier, '==2.13.0,<2.14');
+    assert.deepEqual(parsed.constraintLines, ['numpy==2.1.0']);
+    assert.deepEqual(parsed.otherLines, ['numpy']);
+  });
+
+  it('changes the cache key when an included file, a local wheel or a find-links directory changes', () => {
+    const base = { '/svc/base.txt': 'numpy==2.1.0\n/svc/wheels/pkg-1.0-py3-none-any.whl\n--find-links ./links\n' };
+    const key = (files: Record<string, string>, described: Record<string, unknown>) =>
+      parseRequirements('-r base.txt\n', '/svc', null, 'requirements.txt', memoryFiles(files, described)).sourceText;
+    const described = { '/svc/wheels/pkg-1.0-py3-none-any.whl': { size: 10 }, '/svc/links': [['a.whl', 1]] };
+    const first = key(base, described);
+    assert.notEqual(key({ '/svc/base.txt': 'numpy==2.2.0\n' }, described), first, 'included text');
+    assert.notEqual(key(base, { ...described, '/svc/wheels/pkg-1.0-py3-none-any.whl': { size: 11 } }), first, 'local wheel');
+    assert.notEqual(key(base, { ...described, '/svc/links': [['a.whl', 2]] }), first, 'find-links listing');
+    assert.equal(key(base, described), first);
+  });
+
+  it('makes a relative find-links directory absolute, as pip reads a copy of the file elsewhere', () => {
+    const parsed = parseRequirements('--find-links ./links\npkg\n', '/svc', null, 'requirements.txt', memoryFiles({}, { '/svc/links': [] }));
+    assert.deepEqual(parsed.otherLines, ['--find-links /svc/links', 'pkg']);
+  });
+
+  it('names the line that includes a file that is not there', () => {
+    assert.throws(() => parseRequirements('-r missing.txt\n', '/svc', null, 'requirements.txt', memoryFiles({})), (error: unknown) =>
+      code('TORCH_REQUIREMENTS_INVALID')(error) && /requirements\.txt includes \/svc\/missing\.txt/.test((error as Error).message));
   });
 
   it('joins continued lines', () => {
