@@ -12,6 +12,11 @@ export interface FunctionReport {
   /** What quantize: dynamic did, with the engine this function's architecture runs it with. */
   quantization: (QuantizationReport & { engine: string }) | null;
   layers: { name: string; role: string; unzippedBytes: number; zippedBytes: number }[];
+  /**
+   * The tools of this build machine that shaped the layer bytes (they are in the cache key):
+   * another machine with other tools builds other bytes, which the framework uploads again.
+   */
+  buildTools: { strip: string | null; bytecode: string | null };
   totalUnzippedBytes: number;
   tmpBytes: number;
   ephemeralStorageSize: number;
@@ -44,8 +49,16 @@ export function formatReport(report: FunctionReport): string {
     `${report.functionName} (${report.target}, torch ${report.torch.version}, ${report.torch.wheel})`,
     ...lines.map((line) => `  ${row(line, widths)}`),
     `  ${tmp}; layers ${report.layers.length} (Lambda allows 5 per function)`,
+    `  ${formatBuildTools(report.buildTools)}`,
     ...(report.quantization ? formatQuantization(report.quantization).map((line) => `  ${line}`) : []),
   ].join('\n');
+}
+
+/** Which tools of this machine the layers depend on, so a user can see why two machines build different layers. */
+export function formatBuildTools(tools: FunctionReport['buildTools']): string {
+  const strip = tools.strip ? `symbols stripped with ${tools.strip}` : 'symbols kept (no strip tool for the target here)';
+  const bytecode = tools.bytecode ? `bytecode compiled by ${tools.bytecode}` : 'no bytecode (no Python of the runtime\'s version here)';
+  return `layers built with: ${strip}; ${bytecode} (a machine with other tools builds other layer bytes)`;
 }
 
 function formatMs(milliseconds: number): string {

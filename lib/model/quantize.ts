@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CacheLayout, cacheKey, memo } from '../util/cache';
-import { sha256File } from '../util/hash';
+import { sha256, sha256File } from '../util/hash';
 import { ResolvedConfig } from '../config/options';
 import { TorchError } from '../util/errors';
 import { formatBytes, formatSeconds } from '../util/format';
@@ -71,15 +71,28 @@ export interface PackagedModel {
 const MODEL_FILE = 'model.pt';
 const RECORD_FILE = 'quantization.json';
 
-/** The factory's module file: changing the architecture code can change what the weights mean. */
-async function factorySource(serviceDir: string, factory: string | null): Promise<string | null> {
-  if (!factory) return null;
-  const modulePath = factory.split(':')[0].replace(/\./g, '/');
-  for (const candidate of [`${modulePath}.py`, `${modulePath}/__init__.py`]) {
-    const file = path.join(serviceDir, candidate);
-    if (fs.existsSync(file)) return sha256File(file);
-  }
-  return null;
+// Never the factory's imports: dependencies, build output, caches, version control.
+const NOT_SERVICE_CODE = new Set(['node_modules', '.serverless', '__pycache__', '.git', '.venv', 'venv']);
+
+/**
+ * A digest of every .py file of the service: the factory builds the module with whatever of the
+ * service's code it imports, and a change in any of it can change what the weights mean. One
+ * file's digest missed changes in the modules the factory imports.
+ */
+export async function serviceSourcesDigest(serviceDir: string): Promise<string> {
+  const files: string[] = [];
+  const walk = (dir: string, prefix: string) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      if (NOT_SERVICE_CODE.has(entry.name)) continue;
+      const relative = prefix ? `${prefix}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) walk(path.join(dir, entry.name), relative);
+      else if (entry.isFile() && entry.name.endsWith('.py')) files.push(relative);
+    }
+  };
+  walk(serviceDir, '');
+  const digests: string[] = [];
+  for (const file of files.sort()) digests.push(`${file}:${await sha256File(path.join(serviceDir, file))}`);
+  return sha256(digests.join('\n'));
 }
 
 /** Engines the build script measures: torch's default for x86_64 functions, qnnpack for arm64 ones. */
@@ -138,7 +151,8 @@ export async function quantizeModel(options: {
     model: model.sha256,
     loader: model.loader,
     factory: model.factory,
-    factorySource: await factorySource(config.serviceDir, model.factory),
+    // Only a factory runs the service's code while quantizing.
+    serviceSources: model.factory ? await serviceSourcesDigest(config.serviceDir) : null,
     torch: torchVersion,
     dtype: QUANTIZED_DTYPE,
     modules: QUANTIZED_MODULES,

@@ -3,6 +3,7 @@ import { BuiltLayers } from '../../../lib/bundle/layer-build';
 import { UNZIPPED_LIMIT } from '../../../lib/bundle/limits';
 import { BuiltService, functionOutput } from '../../../lib/pipeline/function-outputs';
 import { TorchFunction } from '../../../lib/pipeline/types';
+import { formatReport } from '../../../lib/bundle/report';
 import { DependencyTree } from '../../../lib/resolve/dependency-tree';
 import { targetPlatform } from '../../../lib/resolve/target';
 import { Reporter } from '../../../lib/util/reporter';
@@ -80,5 +81,14 @@ describe('function outputs, from built sizes', () => {
     const snap = recordingReporter();
     functionOutput({ fn: fn({ memorySize: 512, snapStart: true }), target }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), snap);
     assert.ok(!snap.said.some((message) => /init limit/.test(message)));
+  });
+});
+
+describe('the package report', () => {
+  it('says which tools of the build machine shaped the layers, since they are in the cache key', () => {
+    const output = functionOutput({ fn: fn(), target: targetPlatform('python3.12', 'x86_64') }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 0 }), recordingReporter());
+    const text = formatReport(output.report);
+    assert.match(text, /layers built with: symbols kept \(no strip tool for the target here\); bytecode compiled by python3\.12/);
+    assert.match(formatReport({ ...output.report, buildTools: { strip: 'llvm-strip', bytecode: null } }), /symbols stripped with llvm-strip; no bytecode/);
   });
 });
