@@ -5,7 +5,7 @@ import { ResolvedConfig } from '../config/options';
 import { TorchError } from '../util/errors';
 import { formatBytes, formatSeconds } from '../util/format';
 import { QUIET_ARGS, checkPip, configuredExtraIndexUrls, indexArgs } from '../resolve/pip-args';
-import { lastLines, pipFailure } from '../resolve/pip-failure';
+import { knownPipFailure, lastLines, pipFailure } from '../resolve/pip-failure';
 import { Runner } from '../util/process';
 import { Reporter } from '../util/reporter';
 import { listTree, totalBytes } from '../util/file-tree';
@@ -146,8 +146,14 @@ async function installHostTorch(options: {
     ['-m', 'pip', 'download', ...QUIET_ARGS, '--no-deps', '--only-binary=:all:', '--index-url', config.torchIndexUrl, '--dest', wheelDir, `torch==${torchVersion}`],
     { onLine: pipLine },
   );
+  const step = `download torch ${torchVersion} for this machine`;
   if (download.code !== 0) {
-    if (/No matching distribution|Could not find a version/.test(download.stderr)) {
+    // pip logs fetch problems at info level (stdout) and errors on stderr: read both, and an
+    // index that did not answer before "no matching distribution", which pip also prints then.
+    const output = `${download.stdout}\n${download.stderr}`;
+    const known = knownPipFailure(step, config.torchIndexUrl, output, wheelDir);
+    if (known) throw known;
+    if (/No matching distribution|Could not find a version/.test(output)) {
       throw new TorchError(
         'TORCH_NO_HOST_WHEEL',
         `quantize: dynamic runs torch ${torchVersion} on this machine, but ${config.torchIndexUrl} has no torch ${torchVersion} ` +
@@ -155,10 +161,10 @@ async function installHostTorch(options: {
           `interpreter of a version that torch ${torchVersion} supports, or install torch==${torchVersion} into it.`,
       );
     }
-    throw pipFailure(`download torch ${torchVersion} for this machine`, config.torchIndexUrl, download.stderr);
+    throw pipFailure(step, config.torchIndexUrl, output, wheelDir);
   }
   const wheel = fs.readdirSync(wheelDir).find((file) => file.startsWith('torch-') && file.endsWith('.whl'));
-  if (!wheel) throw pipFailure(`download torch ${torchVersion} for this machine`, config.torchIndexUrl, download.stderr + download.stdout);
+  if (!wheel) throw pipFailure(step, config.torchIndexUrl, `${download.stdout}\n${download.stderr}`);
   fs.mkdirSync(siteDir, { recursive: true });
   // Bytecode is kept here (unlike in the functions): this tree only ever runs on this interpreter.
   const install = await runner(
@@ -166,7 +172,9 @@ async function installHostTorch(options: {
     ['-m', 'pip', 'install', ...QUIET_ARGS, '--no-warn-script-location', '--only-binary=:all:', '--target', siteDir, ...indexArgs(config, configuredExtras), path.join(wheelDir, wheel)],
     { onLine: pipLine },
   );
-  if (install.code !== 0) throw pipFailure(`install torch ${torchVersion} for this machine`, config.indexUrl ?? "pip's configured index", install.stderr);
+  if (install.code !== 0) {
+    throw pipFailure(`install torch ${torchVersion} for this machine`, config.indexUrl ?? "pip's configured index", `${install.stdout}\n${install.stderr}`, siteDir);
+  }
 }
 
 /** Interpreter arguments that import the host torch and nothing else from the machine's site-packages. */
