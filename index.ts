@@ -207,7 +207,8 @@ class ServerlessTorch {
     try {
       const config = this.config();
       const functions = await this.describeFunctions(names);
-      return await packageTorchFunctions({ config, functions, outputDir, runner: runProcess, reporter });
+      const naming = { service: String(this.serverless.service.service), stage: String(this.serverless.getProvider('aws').getStage()) };
+      return await packageTorchFunctions({ config, functions, naming, outputDir, runner: runProcess, reporter });
     } finally {
       reporter.done();
     }
@@ -229,6 +230,7 @@ class ServerlessTorch {
       service.layers = service.layers ?? {};
       for (const layer of output.layers) {
         service.layers[layer.name] = {
+          name: layer.layerName,
           package: { artifact: layer.artifact },
           description: layer.description,
           compatibleRuntimes: [layer.runtime],

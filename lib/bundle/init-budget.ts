@@ -68,6 +68,30 @@ export function initBudgetWarning(options: {
 }
 
 /**
+ * Resident memory of a warm sandbox with torch imported and a tiny model after its first
+ * prediction: 282–287 MiB measured for the example (torch 2.13.0, python3.11, 1,000 invocations,
+ * test/e2e/load.test.ts), rounded up. The model's weights come on top of it.
+ */
+export const TORCH_RESIDENT_BYTES = 290 * 1024 * 1024;
+// Room above the estimate: allocator overhead and the handler's own tensors.
+const MEMORY_HEADROOM = 1.1;
+
+/**
+ * A warning when the function's memory is below what torch plus its model keep resident (Lambda
+ * stops a function that passes its memory size, in the middle of a request), or null.
+ */
+export function memoryWarning(options: { functionName: string; memorySize: number; modelBytes: number }): string | null {
+  const needed = Math.ceil(((TORCH_RESIDENT_BYTES + options.modelBytes) * MEMORY_HEADROOM) / (1024 * 1024));
+  if (options.memorySize >= needed) return null;
+  return (
+    `Function "${options.functionName}": memorySize ${options.memorySize} MB is below what torch and the model keep resident, ` +
+    `about ${needed} MB (torch with the interpreter ${formatBytes(TORCH_RESIDENT_BYTES)}, measured after a first prediction, ` +
+    `plus the model's ${formatBytes(options.modelBytes)}, plus 10%). Lambda stops a function that passes its memory mid-request ` +
+    `("Runtime exited with error: signal: killed"). Set memorySize to ${Math.ceil(needed / 64) * 64} MB or more.`
+  );
+}
+
+/**
  * SnapStart (python3.12+) snapshots memory and /tmp, and refuses ephemeral storage above 512 MB:
  * the unpacked dependencies must fit the default /tmp.
  */

@@ -1,5 +1,5 @@
 import { FunctionContents, HANDLER_ENV, SHIM_HANDLER } from '../bundle/function-package';
-import { checkSnapStart, initBudgetWarning } from '../bundle/init-budget';
+import { checkSnapStart, initBudgetWarning, memoryWarning } from '../bundle/init-budget';
 import { DEFAULT_TMP_MB, UNZIPPED_LIMIT, checkLayerCount, ephemeralStorageNeeded } from '../bundle/limits';
 import { FunctionReport } from '../bundle/report';
 import { PackagedModel, QuantizationReport, engineFor } from '../model/quantize';
@@ -49,6 +49,8 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
     const warning = initBudgetWarning({ functionName: fn.name, memorySize: fn.memorySize, tmpBytes: built.tmpBytes, modelBytes: contents.modelBytes, bytecode: Boolean(tree.bytecode) });
     if (warning) reporter.warning(warning);
   }
+  const memory = memoryWarning({ functionName: fn.name, memorySize: fn.memorySize, modelBytes: contents.modelBytes });
+  if (memory) reporter.warning(memory);
   let ephemeralStorageSize = fn.ephemeralStorageSize;
   if (needed > (fn.ephemeralStorageSize ?? DEFAULT_TMP_MB)) {
     reporter.notice(`Function "${fn.name}": /tmp set to ${needed} MB (ephemeralStorageSize): the compressed dependencies unpack to ${Math.ceil(built.tmpBytes / 1048576)} MiB there at cold start.`);

@@ -8,7 +8,7 @@ import { planFunctions } from './plan-functions';
 import { preflight } from './preflight';
 import { resolveTrees } from './resolve-trees';
 import { shipModel } from './ship-model';
-import { buildTargetLayers } from './target-layers';
+import { LayerNaming, buildTargetLayers } from './target-layers';
 import { PackageOutput, TorchFunction } from './types';
 
 /**
@@ -19,18 +19,19 @@ import { PackageOutput, TorchFunction } from './types';
 export async function packageTorchFunctions(options: {
   config: ResolvedConfig;
   functions: TorchFunction[];
+  naming: LayerNaming;
   outputDir: string;
   runner: Runner;
   reporter: Reporter;
 }): Promise<PackageOutput> {
-  const { config, functions, outputDir, runner, reporter } = options;
+  const { config, functions, naming, outputDir, runner, reporter } = options;
   const cache = openCache(config.cacheDir);
   const checked = await preflight({ config, reporter });
   const plan = planFunctions({ config, functions, model: { manifest: checked.model, source: config.model.sourcePath }, reporter });
   const trees = await resolveTrees({ config, targets: plan.targets, requirements: checked.requirements, model: checked.model, cache, runner, reporter });
   const shipped = await shipModel({ config, plan, model: checked.model, trees, cache, runner, reporter });
   const zips = await zipFunctions({ contents: shipped.contents, outputDir, reporter });
-  const layers = await buildTargetLayers({ plan, contents: shipped.contents, trees, model: shipped.model, outputDir, cache, reporter });
+  const layers = await buildTargetLayers({ plan, contents: shipped.contents, trees, model: shipped.model, naming, outputDir, cache, reporter });
   const built = { ...shipped, zips, trees, layers };
   return {
     functions: plan.functions.map((planned) => functionOutput(planned, built, reporter)),

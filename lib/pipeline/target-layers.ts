@@ -9,6 +9,7 @@ import { CacheLayout } from '../util/cache';
 import { diskFullError, freeBytes } from '../util/disk-space';
 import { TorchError } from '../util/errors';
 import { formatBytes } from '../util/format';
+import { sha256 } from '../util/hash';
 import { Reporter } from '../util/reporter';
 import { FunctionPlan } from './plan-functions';
 import { LayerOutput } from './types';
@@ -20,7 +21,30 @@ export interface TargetLayers {
   outputs: LayerOutput[];
 }
 
-/** The key in service.layers: one pair of layers per (runtime, architecture). */
+/** The service and stage the layers are published for. */
+export interface LayerNaming {
+  service: string;
+  stage: string;
+}
+
+// Lambda's rule for a layer name ([a-zA-Z0-9-_]+), at the length the framework keeps function names to.
+const LAYER_NAME_MAX = 64;
+
+/**
+ * The name Lambda publishes the layer under. Service and stage come first, as the framework
+ * names functions, so that stacks in one account and region publish versions of their own
+ * layers, never of each other's; a long prefix is shortened with a digest to stay unique.
+ */
+export function deployedLayerName(naming: LayerNaming, target: TargetPlatform, role: LayerArtifact['role']): string {
+  const suffix = `torch-${role}-py${target.pythonVersion.replace('.', '')}-${target.architecture.replace('_', '-')}`;
+  const prefix = `${naming.service}-${naming.stage}`.replace(/[^A-Za-z0-9_-]+/g, '-');
+  const name = `${prefix}-${suffix}`;
+  if (name.length <= LAYER_NAME_MAX) return name;
+  const digest = sha256(prefix).slice(0, 8);
+  return `${prefix.slice(0, LAYER_NAME_MAX - suffix.length - digest.length - 2)}-${digest}-${suffix}`;
+}
+
+/** The key in service.layers (and so the template's logical id): one pair of layers per (runtime, architecture). */
 export function layerName(target: TargetPlatform, role: LayerArtifact['role']): string {
   const python = target.pythonVersion.replace('.', '');
   const arch = target.architecture === 'arm64' ? 'Arm64' : 'X8664';
@@ -36,11 +60,12 @@ export async function buildTargetLayers(options: {
   contents: Map<string, FunctionContents>;
   trees: Map<string, DependencyTree>;
   model: PackagedModel;
+  naming: LayerNaming;
   outputDir: string;
   cache: CacheLayout;
   reporter: Reporter;
 }): Promise<Map<string, TargetLayers>> {
-  const { plan, contents, trees, outputDir, cache, reporter } = options;
+  const { plan, contents, trees, naming, outputDir, cache, reporter } = options;
   const layers = new Map<string, TargetLayers>();
   for (const [id, target] of plan.targets) {
     const tree = trees.get(id)!;
@@ -59,13 +84,13 @@ export async function buildTargetLayers(options: {
         { cause: error },
       );
     }
-    layers.set(id, { built, outputs: copyLayers(built, target, tree, outputDir, reporter) });
+    layers.set(id, { built, outputs: copyLayers(built, target, tree, naming, outputDir, reporter) });
   }
   return layers;
 }
 
 /** The layers are the big writes into .serverless/: their sizes are known, so the room is checked first. */
-function copyLayers(built: BuiltLayers, target: TargetPlatform, tree: DependencyTree, outputDir: string, reporter: Reporter): LayerOutput[] {
+function copyLayers(built: BuiltLayers, target: TargetPlatform, tree: DependencyTree, naming: LayerNaming, outputDir: string, reporter: Reporter): LayerOutput[] {
   const layerBytes = built.layers.reduce((sum, layer) => sum + layer.bytes, 0);
   const free = freeBytes(outputDir);
   if (free !== null && free < layerBytes) {
@@ -86,6 +111,7 @@ function copyLayers(built: BuiltLayers, target: TargetPlatform, tree: Dependency
     );
     return {
       name,
+      layerName: deployedLayerName(naming, target, layer.role),
       artifact,
       runtime: target.runtime,
       architecture: target.architecture,

@@ -22,6 +22,8 @@ export interface TorchFunction {
 export interface LayerOutput {
   /** Key in service.layers. */
   name: string;
+  /** The name Lambda publishes it under (service, stage, role, runtime, architecture). */
+  layerName: string;
   artifact: string;
   runtime: string;
   architecture: string;

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { FixtureWheels, WheelIndex, prepareFixtureWheels, startWheelIndex } from '../support/wheel-index';
-import { CLIS, REPO, lastJson, makeService, runSls, serviceYaml, zipMembers } from '../support/sls';
+import { CLIS, REPO, exampleYaml, lastJson, makeService, runSls, serviceYaml, zipMembers } from '../support/sls';
 
 const PYTHON311 = execFileSync('python3.11', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
 const EXPECTED = JSON.parse(fs.readFileSync(path.join(REPO, 'example-service', 'model', 'expected.json'), 'utf8'));
@@ -59,6 +59,13 @@ describe('packaging the example service end to end (real CLI, pip, torch 2.13.0)
       assert.deepEqual(layer.CompatibleRuntimes, ['python3.11']);
       assert.deepEqual(layer.CompatibleArchitectures, ['x86_64']);
     }
+  });
+
+  it('names the layers after the service and the stage, as the framework names everything else', () => {
+    const predict = template.Resources.PredictLambdaFunction.Properties;
+    const names = predict.Layers.map((ref: { Ref: string }) => template.Resources[ref.Ref].Properties.LayerName).sort();
+    assert.ok(names.length >= 1);
+    for (const name of names) assert.match(name, /^digits-dev-torch-(deps|packed)-py311-x86-64$/);
   });
 
   it('keeps function code plus layers under 262,144,000 bytes unzipped', () => {
@@ -199,6 +206,30 @@ for info in zipfile.ZipFile(sys.argv[1]).infolist():
     assert.equal(configuration?.params.Handler, 'serverless_torch.shim.handler');
     assert.equal(configuration?.params.Environment.Variables.SERVERLESS_TORCH_HANDLER, 'handler.predict');
     assert.match(result.stdout + result.stderr, /dependency layers stay those of the last full deploy/);
+  });
+});
+
+describe('the example service as its serverless.yml is written (indexes and runtime pointed at the local wheels)', function () {
+  let index: WheelIndex;
+  let service: string;
+
+  before(async () => {
+    const wheels = await prepareFixtureWheels();
+    index = await startWheelIndex({ torchWheels: [wheels.torchWheelRetagged], otherWheels: wheels.dependencyWheels });
+    service = makeService({ files: { 'serverless.yml': exampleYaml({ torchIndexUrl: index.torchUrl, indexUrl: index.simpleUrl }) } });
+    const result = await runSls('serverless', ['package'], service);
+    assert.equal(result.code, 0, `sls package failed:\n${result.stdout}\n${result.stderr}`);
+  });
+  after(async () => {
+    await index?.close();
+    if (service) fs.rmSync(service, { recursive: true, force: true });
+  });
+
+  it('ships the model only to the torch function: the health function (torch: false) has no model/', () => {
+    const health = zipMembers(path.join(service, '.serverless', 'digits.zip'));
+    assert.ok(health.includes('health.py'));
+    assert.ok(!health.some((member) => member.startsWith('model/')), health.join(', '));
+    assert.ok(zipMembers(path.join(service, '.serverless', 'digits-torch.zip')).includes('model/model.pt'));
   });
 });
 

@@ -167,6 +167,18 @@ export function serviceYaml(options: {
 }
 
 /**
+ * The example's own serverless.yml, changed only where this machine needs it: the local wheel
+ * indexes, the shared test cache, and python3.11 (the local store has torch for CPython 3.11 only).
+ */
+export function exampleYaml(options: { torchIndexUrl: string; indexUrl: string }): string {
+  const yaml = require(require.resolve('js-yaml', { paths: [path.join(REPO, 'node_modules', 'serverless')] }));
+  const doc = yaml.load(fs.readFileSync(path.join(REPO, 'example-service', 'serverless.yml'), 'utf8'));
+  doc.provider.runtime = 'python3.11';
+  Object.assign(doc.custom.torch, { torchIndexUrl: options.torchIndexUrl, indexUrl: options.indexUrl, cacheDir: TEST_CACHE });
+  return yaml.dump(doc, { lineWidth: -1, noRefs: true });
+}
+
+/**
  * Lists the members of a zip with Python's zipfile, independent of the plugin's reader; with
  * `nested`, also the members of zips stored inside it (the compressed dependency archive).
  */

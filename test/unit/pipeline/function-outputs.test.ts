@@ -30,7 +30,7 @@ function service(options: { functionBytes: number; layerBytes: number; tmpBytes:
     libraries: [],
     reservedForFunction: 0,
   };
-  const layer = (name: string, unzippedBytes: number) => ({ name, artifact: `/out/${name}.zip`, runtime: 'python3.12', architecture: 'x86_64', description: '', bytes: 1, unzippedBytes });
+  const layer = (name: string, unzippedBytes: number) => ({ name, layerName: `svc-dev-${name}`, artifact: `/out/${name}.zip`, runtime: 'python3.12', architecture: 'x86_64', description: '', bytes: 1, unzippedBytes });
   return {
     contents: new Map([['fn.zip', { entries: [], unzippedBytes: options.functionBytes, modelBytes: options.functionBytes / 2 }]]),
     zips: new Map([['fn.zip', { path: '/out/fn.zip', bytes: 1 }]]),
@@ -81,6 +81,26 @@ describe('function outputs, from built sizes', () => {
     const snap = recordingReporter();
     functionOutput({ fn: fn({ memorySize: 512, snapStart: true }), target }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), snap);
     assert.ok(!snap.said.some((message) => /init limit/.test(message)));
+  });
+});
+
+describe('memory for torch', () => {
+  const target = targetPlatform('python3.12', 'x86_64');
+  const said = (memorySize: number, functionBytes: number) => {
+    const reporter = recordingReporter();
+    functionOutput({ fn: fn({ memorySize }), target }, service({ functionBytes, layerBytes: 200 * MiB, tmpBytes: 0 }), reporter);
+    return reporter.said.filter((message) => /keep resident/.test(message));
+  };
+
+  it('warns below what torch and the model keep resident, with the measured figure and a size that fits', () => {
+    const [warning] = said(256, MiB);
+    assert.match(warning, /memorySize 256 MB is below what torch and the model keep resident, about 320 MB \(torch with the interpreter 290\.0 MiB, measured/);
+    assert.match(warning, /Set memorySize to 320 MB or more/);
+  });
+
+  it('counts the model: 330 MB is enough with a 0.5 MiB model and not with a 20 MiB one', () => {
+    assert.deepEqual(said(330, MiB), []);
+    assert.equal(said(330, 40 * MiB).length, 1);
   });
 });
 

@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import { resolveConfig } from '../../../lib/config/resolve-config';
 import { packageTorchFunctions } from '../../../lib/pipeline/package-functions';
 import { planFunctions } from '../../../lib/pipeline/plan-functions';
+import { deployedLayerName } from '../../../lib/pipeline/target-layers';
+import { targetPlatform } from '../../../lib/resolve/target';
 import { TorchFunction } from '../../../lib/pipeline/types';
 import { silentReporter } from '../../../lib/util/reporter';
 import { readZipEntry, readZipIndex } from '../../../lib/zip/read';
@@ -12,6 +14,7 @@ import { writeZip } from '../../../lib/zip/write';
 import { recordingRunner } from '../../support/recording-runner';
 
 // A torch.save checkpoint in miniature: a zip whose data.pkl names no class (a plain state dict).
+const naming = { service: 'svc', stage: 'dev' };
 const STATE_DICT_PICKLE = Buffer.from('\x80\x02}q\x00.', 'latin1');
 
 describe('packageTorchFunctions, the list of stages (pip played by a recording runner)', () => {
@@ -43,7 +46,7 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
 
   it('packages a function: its zip holds the code, the model, the shim and its manifest; the tree becomes a layer', async () => {
     const pip = recordingRunner();
-    const output = await packageTorchFunctions({ config: config(), functions: [fn('predict')], outputDir, runner: pip.runner, reporter: silentReporter });
+    const output = await packageTorchFunctions({ config: config(), functions: [fn('predict')], naming, outputDir, runner: pip.runner, reporter: silentReporter });
     const [predict] = output.functions;
     assert.equal(predict.handler, 'serverless_torch.shim.handler');
     assert.deepEqual(predict.environment, { SERVERLESS_TORCH_HANDLER: 'handler.predict' });
@@ -66,6 +69,7 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
     const output = await packageTorchFunctions({
       config: config(),
       functions: [fn('a'), fn('b'), fn('c', { runtime: 'python3.12' })],
+      naming,
       outputDir,
       runner: pip.runner,
       reporter: silentReporter,
@@ -74,14 +78,14 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
     assert.deepEqual(output.layers.map((layer) => layer.name), ['torchDepsPy311X8664', 'torchDepsPy312X8664']);
     assert.equal(new Set(output.functions.map((packaged) => packaged.artifact)).size, 1);
     const again = recordingRunner();
-    await packageTorchFunctions({ config: config(), functions: [fn('a'), fn('c', { runtime: 'python3.12' })], outputDir, runner: again.runner, reporter: silentReporter });
+    await packageTorchFunctions({ config: config(), functions: [fn('a'), fn('c', { runtime: 'python3.12' })], naming, outputDir, runner: again.runner, reporter: silentReporter });
     assert.deepEqual(again.pipCommands().filter((command) => command === 'install' || command === 'download'), [], 'warm cache: no pip');
   });
 
   it('refuses a function whose own layers leave no room, before any pip runs', async () => {
     const pip = recordingRunner();
     await assert.rejects(
-      packageTorchFunctions({ config: config(), functions: [fn('predict', { userLayers: [1, 2, 3, 4, 5] })], outputDir, runner: pip.runner, reporter: silentReporter }),
+      packageTorchFunctions({ config: config(), functions: [fn('predict', { userLayers: [1, 2, 3, 4, 5] })], naming, outputDir, runner: pip.runner, reporter: silentReporter }),
       { code: 'TORCH_TOO_MANY_LAYERS', message: /"predict" already has 5 layers/ },
     );
     assert.deepEqual(pip.pipCommands(), []);
@@ -93,5 +97,24 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
       () => planFunctions({ config: config(), functions: [fn('predict', { handler: 'missing.predict' })], model, reporter: silentReporter }),
       { code: 'TORCH_HANDLER_NOT_FOUND', message: /missing\.py is not in the package/ },
     );
+  });
+});
+
+describe('layer names', () => {
+  const target = targetPlatform('python3.11', 'x86_64');
+
+  it('carry the service and the stage, so stacks in one account and region publish their own layers', () => {
+    assert.equal(deployedLayerName({ service: 'digits', stage: 'dev' }, target, 'deps'), 'digits-dev-torch-deps-py311-x86-64');
+    assert.notEqual(deployedLayerName({ service: 'digits', stage: 'prod' }, target, 'deps'), deployedLayerName({ service: 'digits', stage: 'dev' }, target, 'deps'));
+    assert.equal(deployedLayerName({ service: 'digits', stage: 'dev' }, targetPlatform('python3.13', 'arm64'), 'packed'), 'digits-dev-torch-packed-py313-arm64');
+  });
+
+  it('stay within Lambda\'s rules: 64 characters of [A-Za-z0-9-_], long prefixes kept apart by a digest', () => {
+    const long = (stage: string) => deployedLayerName({ service: 'a-very-long-service-name-for-image-classification', stage }, target, 'packed');
+    for (const name of [long('staging-eu'), long('staging-us'), deployedLayerName({ service: 'svc', stage: 'feature/x.y' }, target, 'deps')]) {
+      assert.match(name, /^[A-Za-z0-9_-]{1,64}$/, name);
+    }
+    assert.notEqual(long('staging-eu'), long('staging-us'));
+    assert.ok(long('staging-eu').endsWith('-torch-packed-py311-x86-64'));
   });
 });
