@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import platform
+import random
 import sys
 import time
 import warnings
@@ -218,18 +219,22 @@ def _init() -> Any:
             "TORCH_BAD_MANIFEST",
             "manifest.json format %r is not supported by this shim (format 1)" % (manifest.get("format"),),
         )
+    global MODEL
     snapshot = _snapshot_hooks()
     if snapshot is None:
-        model = load_model(torch, task_root, manifest.get("model"))
+        MODEL = load_model(torch, task_root, manifest.get("model"))
     else:
-        # Loaded just before the snapshot, after the handler module imported: whatever the
-        # user's module sets up at import is then in place for the warm-up too.
-        model = None
-        snapshot.register_before_snapshot(lambda: _load_before_snapshot(torch, task_root, manifest.get("model")))
+        # Lambda runs after-restore hooks in the order they were registered: the reseed goes
+        # first, before any hook of the user's module draws a random number.
         snapshot.register_after_restore(lambda: _after_restore(torch))
     loaded = time.perf_counter()
 
     fn = import_handler(os.environ.get("SERVERLESS_TORCH_HANDLER"))
+    if snapshot is not None:
+        # Lambda runs before-snapshot hooks in reverse order of registration: registered after
+        # the user's module imported (and registered its own), loading the model runs first, so
+        # a user's warm-up hook finds it through serverless_torch.model().
+        snapshot.register_before_snapshot(lambda: _load_before_snapshot(torch, task_root, manifest.get("model")))
     INIT_TIMINGS.update({
         "unpack": started - began,
         "import": imported - started,
@@ -256,7 +261,7 @@ def _init() -> Any:
         file=sys.stderr,
         flush=True,
     )
-    return model, fn
+    return fn
 
 
 def _snapshot_hooks() -> Any:
@@ -294,11 +299,18 @@ def _load_before_snapshot(torch: Any, task_root: str, model: Optional[Dict[str, 
 
 
 def _after_restore(torch: Any) -> None:
-    # Every sandbox restored from one snapshot would otherwise draw the same random numbers.
+    # Every sandbox restored from one snapshot would otherwise draw the same random numbers:
+    # torch's, Python's and, when the function uses it, NumPy's generator are seeded afresh.
     torch.seed()
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
 
 
-MODEL, _user_handler = _init()
+# The loaded model: set during init, or by the before-snapshot hook with SnapStart.
+MODEL: Any = None
+_user_handler = _init()
 
 
 def handler(event: Any, context: Any) -> Any:
