@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { ResolvedConfig } from './lib/config/options';
 import { resolveConfig } from './lib/config/resolve-config';
 import { customSchema, functionSchema } from './lib/config/schema';
-import { invokePackaged, localEnvironment } from './lib/local/invoke-local';
+import { invokePackaged, localEnvironment, localEvent } from './lib/local/invoke-local';
+import { UserLayerSource, measureUserLayers } from './lib/bundle/user-layers';
 import { packageTorchFunctions } from './lib/pipeline/package-functions';
 import { buildStaged } from './lib/pipeline/staging';
 import { PackageOutput, TorchFunction } from './lib/pipeline/types';
@@ -163,6 +164,26 @@ class ServerlessTorch {
     return plugin;
   }
 
+  /**
+   * The function's own layers as plain data: a service layer (a `{ Ref }` to layers.X) is a
+   * directory (layers.X.path) or a zip (layers.X.package.artifact); anything else (an ARN) was
+   * published elsewhere.
+   */
+  private userLayerSources(fn: FunctionConfig): UserLayerSource[] {
+    const service = this.serverless.service;
+    const naming = this.serverless.getProvider('aws').naming;
+    const specs: unknown[] = fn.layers ?? service.provider.layers ?? [];
+    return specs.map((spec): UserLayerSource => {
+      const ref = (spec as { Ref?: unknown } | null)?.Ref;
+      const key = typeof ref === 'string' ? Object.keys(service.layers ?? {}).find((name) => naming.getLambdaLayerLogicalId(name) === ref) : undefined;
+      if (!key) return { label: typeof spec === 'string' ? spec : JSON.stringify(spec), kind: 'remote' };
+      const layer = service.layers[key];
+      if (layer.package?.artifact) return { label: key, kind: 'zip', location: path.resolve(this.serverless.serviceDir, layer.package.artifact) };
+      if (layer.path) return { label: key, kind: 'dir', location: path.resolve(this.serverless.serviceDir, layer.path) };
+      return { label: key, kind: 'remote' };
+    });
+  }
+
   private async describeFunctions(names: string[]): Promise<TorchFunction[]> {
     const service = this.serverless.service;
     const packager = this.packager();
@@ -192,7 +213,7 @@ class ServerlessTorch {
         runtime: String(this.runtimeOf(fn)),
         architecture: String(fn.architecture ?? provider.architecture ?? 'x86_64'),
         memorySize: Number(fn.memorySize ?? provider.memorySize ?? 1024),
-        userLayers: fn.layers ?? provider.layers ?? [],
+        userLayers: await measureUserLayers(this.userLayerSources(fn)),
         ephemeralStorageSize: fn.ephemeralStorageSize ? Number(fn.ephemeralStorageSize) : provider.ephemeralStorageSize ? Number(provider.ephemeralStorageSize) : null,
         snapStart: fn.snapStart === true,
         files,
@@ -269,11 +290,17 @@ class ServerlessTorch {
       const output = await this.build([name], path.join(root, 'artifacts'));
       const result = await invokePackaged({
         output,
+        userLayers: this.userLayerSources(fn),
         root,
         interpreter,
         cacheDir: this.config().cacheDir,
-        event: this.options.data ?? '',
-        environment: localEnvironment([service.provider.environment, fn.environment], process.env),
+        event: localEvent(this.options.data),
+        context: this.options.context,
+        environment: localEnvironment({
+          configuredNames: Object.keys({ ...service.provider.environment, ...fn.environment }),
+          optionEnv: this.options.env,
+          processEnv: process.env,
+        }),
         functionName: fn.name ?? name,
         memorySize: Number(fn.memorySize ?? service.provider.memorySize ?? 1024),
         timeout: Number(fn.timeout ?? service.provider.timeout ?? 6),

@@ -17,6 +17,8 @@ export async function runInvocations(options: {
   layout: LambdaLayout;
   interpreter: Interpreter;
   events: unknown[];
+  /** Fields set on the context object, as --context gives them to the framework's invoke local. @default none */
+  context?: unknown;
   environment: Record<string, string>;
   functionName: string;
   memorySize: number;
@@ -42,6 +44,7 @@ export async function runInvocations(options: {
     SERVERLESS_TORCH_TMP_DIR: layout.tmpDir,
     SERVERLESS_TORCH_HANDLER: options.handler,
     SERVERLESS_TORCH_RESULT_FD: '3',
+    ...(options.context && typeof options.context === 'object' ? { SERVERLESS_TORCH_CONTEXT: JSON.stringify(options.context) } : {}),
   };
   const runnerScript = path.join(LOCAL_SCRIPTS_DIR, 'invoke_local.py');
   // -I -S: no host site-packages, no PYTHON* variables, no user site: only what was packaged.

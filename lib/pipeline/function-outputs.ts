@@ -1,4 +1,4 @@
-import { FunctionContents, HANDLER_ENV, SHIM_HANDLER } from '../bundle/function-package';
+import { HANDLER_ENV, SHIM_HANDLER } from '../bundle/function-package';
 import { checkSnapStart, initBudgetWarning, memoryWarning } from '../bundle/init-budget';
 import { DEFAULT_TMP_MB, UNZIPPED_LIMIT, checkLayerCount, ephemeralStorageNeeded } from '../bundle/limits';
 import { FunctionReport } from '../bundle/report';
@@ -10,7 +10,10 @@ import { Reporter } from '../util/reporter';
 import { FunctionZip } from './function-zips';
 import { PlannedFunction } from './plan-functions';
 import { TargetLayers } from './target-layers';
-import { FunctionOutput } from './types';
+import { FunctionOutput, TorchFunction } from './types';
+import { FunctionContents } from '../bundle/function-package';
+import { knownLayerBytes } from '../bundle/user-layers';
+import { formatBytes } from '../util/format';
 
 export interface BuiltService {
   contents: Map<string, FunctionContents>;
@@ -19,6 +22,33 @@ export interface BuiltService {
   layers: Map<string, TargetLayers>;
   model: PackagedModel;
   quantization: QuantizationReport | null;
+}
+
+/**
+ * Lambda counts the function zip, the plugin's layers and the user's own layers against one
+ * limit. Layers published elsewhere (ARNs) cannot be measured here: the user hears how much room
+ * is left for them.
+ */
+function checkUnzippedTotal(fn: TorchFunction, contents: FunctionContents, ourLayerBytes: number, reporter: Reporter): number {
+  const userBytes = knownLayerBytes(fn.userLayers);
+  const total = contents.unzippedBytes + ourLayerBytes + userBytes;
+  const userPart = userBytes ? `, your layers ${fn.userLayers.filter((layer) => layer.unzippedBytes !== null).map((layer) => `${layer.label} ${layer.unzippedBytes}`).join(', ')}` : '';
+  if (total > UNZIPPED_LIMIT) {
+    throw new TorchError(
+      'TORCH_PACKAGE_TOO_LARGE',
+      `Function "${fn.name}" comes to ${total} bytes unzipped with its layers, over Lambda's ${UNZIPPED_LIMIT}: ` +
+        `its own package is ${contents.unzippedBytes} bytes (model ${contents.modelBytes}), the dependency layers ${ourLayerBytes}${userPart}. ` +
+        'Make the function package smaller (package.patterns), shrink the model, drop a layer, or deploy a container image.',
+    );
+  }
+  const remote = fn.userLayers.filter((layer) => layer.unzippedBytes === null);
+  if (remote.length) {
+    reporter.notice(
+      `Function "${fn.name}": serverless-torch cannot measure ${remote.map((layer) => layer.label).join(', ')} (published elsewhere): ` +
+        `together they must unzip to at most ${formatBytes(UNZIPPED_LIMIT - total)} (${UNZIPPED_LIMIT - total} bytes), what Lambda's limit leaves.`,
+    );
+  }
+  return total;
 }
 
 /**
@@ -32,16 +62,7 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
   const { built, outputs: layers } = service.layers.get(id)!;
   const contents = service.contents.get(fn.artifactName)!;
   checkLayerCount(fn.name, fn.userLayers.length, layers.length);
-  const layerUnzipped = layers.reduce((sum, layer) => sum + layer.unzippedBytes, 0);
-  const totalUnzipped = contents.unzippedBytes + layerUnzipped;
-  if (totalUnzipped > UNZIPPED_LIMIT) {
-    throw new TorchError(
-      'TORCH_PACKAGE_TOO_LARGE',
-      `Function "${fn.name}" comes to ${totalUnzipped} bytes unzipped with its layers, over Lambda's ${UNZIPPED_LIMIT}: ` +
-        `its own package is ${contents.unzippedBytes} bytes (model ${contents.modelBytes}). Make the function package smaller ` +
-        '(package.patterns), shrink the model, or deploy a container image.',
-    );
-  }
+  const totalUnzipped = checkUnzippedTotal(fn, contents, layers.reduce((sum, layer) => sum + layer.unzippedBytes, 0), reporter);
   const needed = ephemeralStorageNeeded(built.tmpBytes);
   if (fn.snapStart) {
     checkSnapStart({ functionName: fn.name, target, tmpMbNeeded: needed, ephemeralStorageSize: fn.ephemeralStorageSize, tmpBytes: built.tmpBytes });

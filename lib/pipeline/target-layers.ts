@@ -13,6 +13,7 @@ import { sha256 } from '../util/hash';
 import { Reporter } from '../util/reporter';
 import { FunctionPlan } from './plan-functions';
 import { LayerOutput } from './types';
+import { knownLayerBytes } from '../bundle/user-layers';
 
 /** The layers of one target, built and copied into the output directory. */
 export interface TargetLayers {
@@ -70,10 +71,13 @@ export async function buildTargetLayers(options: {
   for (const [id, target] of plan.targets) {
     const tree = trees.get(id)!;
     const functions = plan.functions.filter((planned) => targetId(planned.target) === id);
-    const largest = functions.map(({ fn }) => ({ fn, contents: contents.get(fn.artifactName)! })).sort((a, b) => b.contents.unzippedBytes - a.contents.unzippedBytes)[0];
+    // The room kept for a function is its zip and its own layers: Lambda counts them all.
+    const largest = functions
+      .map(({ fn }) => ({ fn, contents: contents.get(fn.artifactName)!, bytes: contents.get(fn.artifactName)!.unzippedBytes + knownLayerBytes(fn.userLayers) }))
+      .sort((a, b) => b.bytes - a.bytes)[0];
     let built: BuiltLayers;
     try {
-      built = await buildLayers({ tree, functionBytes: largest.contents.unzippedBytes, cache, reporter });
+      built = await buildLayers({ tree, functionBytes: largest.bytes, cache, reporter });
     } catch (error) {
       // The layer plan knows the dependencies; say which function left them too little room.
       if (!(error instanceof TorchError) || error.code !== 'TORCH_PACKAGE_TOO_LARGE') throw error;

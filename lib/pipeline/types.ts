@@ -1,5 +1,6 @@
 // The plain data the pipeline takes from the plugin class and hands back to it.
 import { FunctionReport } from '../bundle/report';
+import { UserLayer } from '../bundle/user-layers';
 
 /** A torch function as the plugin reads it from serverless.yml. */
 export interface TorchFunction {
@@ -8,8 +9,8 @@ export interface TorchFunction {
   runtime: string;
   architecture: string;
   memorySize: number;
-  /** Layers the user already attaches (function or provider level). */
-  userLayers: unknown[];
+  /** Layers the user already attaches (function or provider level), in order, measured where they can be. */
+  userLayers: UserLayer[];
   ephemeralStorageSize: number | null;
   /** The function's `snapStart` property (python3.12+): init runs once, before a snapshot. */
   snapStart?: boolean;

@@ -29,17 +29,21 @@ def lambda_sys_path(task_root: str, opt_dir: str, interpreter_path: List[str]) -
         and os.path.basename(p.rstrip(os.sep)) not in ("site-packages", "dist-packages")
     ]
     version = "python%d.%d" % sys.version_info[:2]
+    # The function's own PYTHONPATH (which -I keeps Python from reading) takes the place of the
+    # runtime's directory, after the task root and the layers, as on Lambda.
+    user = [os.path.join(task_root, entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
     return [
         task_root,
         os.path.join(opt_dir, "python", "lib", version, "site-packages"),
         os.path.join(opt_dir, "python"),
-    ] + stdlib
+    ] + user + stdlib
 
 
 class LambdaContext(object):
-    """The attributes of the Python runtime's context object that handlers use."""
+    """The attributes of the Python runtime's context object that handlers use, plus whatever
+    --context gave (set as attributes, as the framework's own invoke local does)."""
 
-    def __init__(self, timeout_seconds: float) -> None:
+    def __init__(self, timeout_seconds: float, fields: Optional[Dict[str, Any]] = None) -> None:
         name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "function")
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.function_name = name
@@ -53,6 +57,8 @@ class LambdaContext(object):
         self.identity = None
         self.client_context = None
         self._deadline = time.time() + timeout_seconds
+        for key, value in (fields or {}).items():
+            setattr(self, key, value)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.time()) * 1000))
@@ -101,6 +107,7 @@ def main() -> int:
     os.environ.setdefault("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
     os.chdir(task_root)
     timeout = float(os.environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT") or "6")
+    context_fields = json.loads(os.environ.get("SERVERLESS_TORCH_CONTEXT") or "{}")
 
     try:
         from serverless_torch import shim
@@ -121,7 +128,7 @@ def main() -> int:
             emit({"error": {"errorType": "Runtime.UnmarshalError", "errorMessage": str(e), "stackTrace": []}})
             continue
         try:
-            result = shim.handler(event, LambdaContext(timeout))
+            result = shim.handler(event, LambdaContext(timeout, context_fields))
         except Exception as e:
             traceback.print_exc()
             emit({"error": error_record(e, skip_frames=1)})

@@ -49,6 +49,9 @@ async function answer(service: string, method: string, params: any = {}): Promis
     case 'CloudFormation.describeStackResource':
     case 'CloudFormation.describeStackResources':
       throw Object.assign(new Error(`Stack with id ${params.StackName} does not exist`), { providerError: { code: 'ValidationError' } });
+    // What `invoke local` asks to resolve a `Ref` in the environment (a stack resource's physical id).
+    case 'CloudFormation.listStackResources':
+      return { StackResourceSummaries: [{ LogicalResourceId: 'ModelBucket', PhysicalResourceId: 'digits-dev-modelbucket-1a2b3c', ResourceType: 'AWS::S3::Bucket' }] };
     case 'Lambda.getFunction':
       return { Configuration: { ...functionConfiguration, FunctionName: params.FunctionName } };
     case 'Lambda.updateFunctionCode':

@@ -36,7 +36,7 @@ export function packagedFunction(service: string, name: string): PackagedFunctio
 
 /** The packaged function unzipped as Lambda would (/var/task, /opt, /tmp under `root`). */
 export function layOutPackaged(packaged: PackagedFunction, root: string, cacheDir: string, functionZip = packaged.functionZip): Promise<LambdaLayout> {
-  return layOut({ root, functionZip, layerZips: packaged.layerZips, cache: openCache(cacheDir) });
+  return layOut({ root, functionZip, layers: packaged.layerZips.map((zip) => ({ zip })), cache: openCache(cacheDir) });
 }
 
 export function python311(): Promise<Interpreter> {

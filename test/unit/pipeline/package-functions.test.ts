@@ -85,7 +85,7 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
   it('refuses a function whose own layers leave no room, before any pip runs', async () => {
     const pip = recordingRunner();
     await assert.rejects(
-      packageTorchFunctions({ config: config(), functions: [fn('predict', { userLayers: [1, 2, 3, 4, 5] })], naming, outputDir, runner: pip.runner, reporter: silentReporter }),
+      packageTorchFunctions({ config: config(), functions: [fn('predict', { userLayers: [1, 2, 3, 4, 5].map((n) => ({ label: `arn:aws:lambda:us-east-1:1:layer:l${n}:1`, kind: 'remote' as const, unzippedBytes: null })) })], naming, outputDir, runner: pip.runner, reporter: silentReporter }),
       { code: 'TORCH_TOO_MANY_LAYERS', message: /"predict" already has 5 layers/ },
     );
     assert.deepEqual(pip.pipCommands(), []);
