@@ -1,6 +1,6 @@
 // custom.torch: what the user writes (TorchOptions) and what every stage works with (ResolvedConfig).
 
-export type Loader = 'auto' | 'torchscript' | 'state_dict' | 'pickle';
+export type Loader = 'auto' | 'torchscript' | 'weights' | 'state_dict' | 'pickle';
 
 /** `custom.torch` as the user writes it. */
 export interface TorchOptions {
@@ -32,7 +32,7 @@ export interface TorchOptions {
 }
 
 export const DEFAULT_TORCH_INDEX_URL = 'https://download.pytorch.org/whl/cpu';
-export const LOADERS: Loader[] = ['auto', 'torchscript', 'state_dict', 'pickle'];
+export const LOADERS: Loader[] = ['auto', 'torchscript', 'weights', 'state_dict', 'pickle'];
 
 /** The options every stage works with: all resolved, all required. */
 export interface ResolvedConfig {

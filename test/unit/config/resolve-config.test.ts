@@ -45,6 +45,10 @@ describe('config', () => {
     assert.equal(config.model.factory, 'net:build');
   });
 
+  it('takes loader: weights, the weights-only load that auto picks when there is no factory', () => {
+    assert.equal(resolveConfig({ model: { path: 'model/model.pt', loader: 'weights' } }, serviceDir).model.loader, 'weights');
+  });
+
   // Each mistake a user makes ends in one error whose message names the wrong value and the fix.
   const mistakes: [string, unknown, string, RegExp][] = [
     ['custom.torch missing', undefined, 'TORCH_CONFIG_MISSING', /model: model\/model\.pt/],
@@ -55,7 +59,7 @@ describe('config', () => {
     ['model outside the service', { model: '../elsewhere.pt' }, 'TORCH_MODEL_OUTSIDE_SERVICE', /elsewhere\.pt/],
     ['typo in an option', { model: 'model/model.pt', modle: 'x' }, 'TORCH_CONFIG_UNKNOWN_OPTION', /modle.*Did you mean "model"/],
     ['typo in a model option', { model: { path: 'model/model.pt', fatcory: 'a:b' } }, 'TORCH_CONFIG_UNKNOWN_OPTION', /fatcory.*"factory"/],
-    ['unknown loader', { model: { path: 'model/model.pt', loader: 'onnx' } }, 'TORCH_CONFIG_INVALID', /"onnx".*auto, torchscript, state_dict, pickle/],
+    ['unknown loader', { model: { path: 'model/model.pt', loader: 'onnx' } }, 'TORCH_CONFIG_INVALID', /"onnx".*auto, torchscript, weights, state_dict, pickle/],
     ['state_dict without factory', { model: { path: 'model/model.pt', loader: 'state_dict' } }, 'TORCH_MODEL_FACTORY_REQUIRED', /factory/],
     ['factory not module:function', { model: { path: 'model/model.pt', factory: 'net.build' } }, 'TORCH_CONFIG_INVALID', /"net\.build"/],
     ['torchVersion not a version', { model: 'model/model.pt', torchVersion: 'latest' }, 'TORCH_CONFIG_INVALID', /"latest"/],
