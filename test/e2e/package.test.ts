@@ -157,7 +157,8 @@ for info in zipfile.ZipFile(sys.argv[1]).infolist():
       execFileSync('chmod', ['-R', 'a-w', path.join(root, 'var'), path.join(root, 'opt')]);
       const out = execFileSync(
         PYTHON311,
-        ['-I', '-S', path.join(root, 'var/task/serverless_torch/invoke_local.py')],
+        // The local runner stays in the plugin (it never ships): run from the repository.
+        ['-I', '-S', path.join(REPO, 'python', 'local', 'invoke_local.py')],
         {
           input: fs.readFileSync(EVENT_PATH, 'utf8').replace(/\n/g, ' ') + '\n',
           env: {
