@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ResolvedConfig } from './lib/config/options';
+import { functionModel } from './lib/config/model-option';
 import { resolveConfig } from './lib/config/resolve-config';
 import { customSchema, functionSchema } from './lib/config/schema';
 import { invokePackaged, localEnvironment, localEvent } from './lib/local/invoke-local';
@@ -39,7 +40,8 @@ interface FunctionConfig {
   environment?: Record<string, unknown>;
   ephemeralStorageSize?: number | string;
   package?: { individually?: boolean; artifact?: string; patterns?: string[] };
-  torch?: boolean;
+  /** true, false, or { model } (the function's own model, false for none). */
+  torch?: boolean | { model?: unknown };
   snapStart?: boolean;
 }
 
@@ -137,17 +139,17 @@ class ServerlessTorch {
     const names: string[] = only ? [only] : service.getAllFunctions();
     return names.filter((name) => {
       const fn: FunctionConfig = service.getFunction(name);
-      if (fn.torch !== undefined && typeof fn.torch !== 'boolean') {
-        throw new TorchError('TORCH_CONFIG_INVALID', `functions.${name}.torch is ${JSON.stringify(fn.torch)}, but it must be true or false.`);
+      if (fn.torch !== undefined && typeof fn.torch !== 'boolean' && (typeof fn.torch !== 'object' || fn.torch === null || Array.isArray(fn.torch))) {
+        throw new TorchError('TORCH_CONFIG_INVALID', `functions.${name}.torch is ${JSON.stringify(fn.torch)}, but it must be true, false or { model }.`);
       }
       if (fn.image || fn.torch === false) return false;
       const runtime = this.runtimeOf(fn);
       if (!isPythonRuntime(runtime)) {
-        if (fn.torch === true) {
+        if (fn.torch !== undefined) {
           throw new TorchError(
             'TORCH_UNSUPPORTED_RUNTIME',
-            `functions.${name} sets "torch: true", but its runtime ${runtime} is not Python: PyTorch functions need ` +
-              `one of ${SUPPORTED_RUNTIMES.join(', ')}. Change the function's runtime, or remove "torch: true".`,
+            `functions.${name} sets "torch", but its runtime ${runtime} is not Python: PyTorch functions need ` +
+              `one of ${SUPPORTED_RUNTIMES.join(', ')}. Change the function's runtime, or remove its "torch".`,
           );
         }
         return false;
@@ -186,6 +188,7 @@ class ServerlessTorch {
 
   private async describeFunctions(names: string[]): Promise<TorchFunction[]> {
     const service = this.serverless.service;
+    const config = this.config();
     const packager = this.packager();
     let serviceFiles: string[] | null = null;
     const described: TorchFunction[] = [];
@@ -218,6 +221,7 @@ class ServerlessTorch {
         snapStart: fn.snapStart === true,
         files,
         artifactName: individually ? `${name}.zip` : `${service.service}-torch.zip`,
+        model: functionModel(fn.torch, name, config),
       });
     }
     return described;

@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TorchError } from '../util/errors';
 import { matcher } from '../util/glob';
-import { ModelManifest } from '../model/inspect';
+import { ModelManifest, PackagedModel } from '../model/inspect';
+import { HandlerForm, handlerForm } from './handler-form';
 import { Reporter } from '../util/reporter';
 import { SHIM_DIR } from '../util/plugin-paths';
 import { ZipEntry, ZipResult, writeZip } from '../zip/write';
@@ -10,12 +11,19 @@ import { ZipEntry, ZipResult, writeZip } from '../zip/write';
 export const SHIM_PACKAGE = 'serverless_torch';
 export const SHIM_HANDLER = 'serverless_torch.shim.handler';
 export const HANDLER_ENV = 'SERVERLESS_TORCH_HANDLER';
+/** The id (in manifest.json "models") of the function's model; absent for a function with none. */
+export const MODEL_ENV = 'SERVERLESS_TORCH_MODEL';
+/** What the shim reads; it refuses any other. */
+export const MANIFEST_FORMAT = 2;
 
-/** The function's files: the user's code as the framework selected it, the shim and the model. */
+/** The zip's files: the user's code as the framework selected it, the shim, and the models of the functions it serves. */
 export interface FunctionContents {
   entries: ZipEntry[];
   unzippedBytes: number;
+  /** Bytes of all the models in the zip, each once. */
   modelBytes: number;
+  /** How the shim calls each function's handler, by function name. */
+  handlerForms: Record<string, HandlerForm>;
 }
 
 // A Python function never imports node_modules, and bytecode from the build machine's Python is
@@ -54,8 +62,9 @@ function userFiles(selected: string[], reporter: Reporter): string[] {
   return kept;
 }
 
-/** Every handler's module must be in the package; a module that does not seem to define the function gets a warning. */
-function checkHandlers(serviceDir: string, files: Set<string>, handlers: { functionName: string; handler: string }[], reporter: Reporter): void {
+/** Every handler's module must be in the package, with a function that takes the event and the context. */
+function checkHandlers(serviceDir: string, files: Set<string>, handlers: { functionName: string; handler: string }[], reporter: Reporter): Record<string, HandlerForm> {
+  const forms: Record<string, HandlerForm> = {};
   for (const { functionName, handler } of handlers) {
     const { module, functionName: handlerFunction } = splitHandler(handler);
     const moduleFile = moduleFileIn(files, module);
@@ -67,63 +76,89 @@ function checkHandlers(serviceDir: string, files: Set<string>, handlers: { funct
       );
     }
     const source = fs.readFileSync(path.join(serviceDir, moduleFile), 'utf8');
-    if (!new RegExp(`^(async\\s+)?def\\s+${handlerFunction}\\s*\\(|^${handlerFunction}\\s*=`, 'm').test(source)) {
+    forms[functionName] = handlerForm(source, handlerFunction, { function: functionName, handler });
+    if (forms[functionName] === 'unknown' && !new RegExp(`^${handlerFunction}\\s*=`, 'm').test(source)) {
       reporter.warning(`Function "${functionName}": ${moduleFile} does not seem to define ${handlerFunction}() (handler "${handler}").`);
     }
   }
+  return forms;
 }
 
-function checkFactory(files: Set<string>, factory: string | null): void {
-  if (!factory) return;
-  const modulePath = factory.split(':')[0].replace(/\./g, '/');
-  if (moduleFileIn(files, modulePath)) return;
-  throw new TorchError(
-    'TORCH_MODEL_FACTORY_NOT_FOUND',
-    `custom.torch.model.factory is "${factory}", but ${modulePath}.py is not in the function package. ` +
-      'Name a module of your service ("module:function") and make sure package.patterns include it.',
-  );
+/** A "module:function" the shim imports from the package (a factory, a custom load function) must be there. */
+function checkUserFunction(files: Set<string>, serviceDir: string, reference: string | null | undefined, option: string): void {
+  if (!reference) return;
+  const [module, name] = reference.split(':');
+  const modulePath = module.replace(/\./g, '/');
+  const file = moduleFileIn(files, modulePath);
+  if (!file) {
+    throw new TorchError(
+      'TORCH_MODEL_FACTORY_NOT_FOUND',
+      `${option} is "${reference}", but ${modulePath}.py is not in the function package. ` +
+        'Name a module of your service ("module:function") and make sure package.patterns include it.',
+    );
+  }
+  const top = name.split('.')[0];
+  const defines = new RegExp(`^(?:async\\s+)?def\\s+${top}\\s*\\(|^${top}\\s*=|^class\\s+${top}\\b|^from\\s.*\\bimport\\b.*\\b${top}\\b|^import\\s.*\\b${top}\\b`, 'm');
+  if (!defines.test(fs.readFileSync(path.join(serviceDir, file), 'utf8'))) {
+    throw new TorchError('TORCH_MODEL_FACTORY_NOT_FOUND', `${option} is "${reference}", but ${file} defines no ${top}. Check the name after the colon.`);
+  }
 }
 
-/** The shim package: its Python files and the manifest it loads the model by. */
-function shimEntries(model: ModelManifest): ZipEntry[] {
+/** The files a model ships as: one file, or every file of its directory, at their package paths. */
+function modelEntries(model: PackagedModel): { name: string; source: string }[] {
+  const { manifest, source } = model;
+  if (manifest.kind === 'file') return [{ name: manifest.path, source }];
+  return Object.keys(manifest.files ?? {}).map((file) => ({ name: `${manifest.path}/${file}`, source: path.join(source, ...file.split('/')) }));
+}
+
+/** The manifest entry of a model as the shim reads it (README "Runtime layout"). */
+function manifestEntry(model: ModelManifest): Record<string, unknown> {
+  const { id: _id, bytes: _bytes, className, ...rest } = model;
+  return { ...rest, ...(className ? { class: className } : {}) };
+}
+
+/** The shim package: its Python files and the manifest it loads the models by. */
+function shimEntries(models: PackagedModel[]): ZipEntry[] {
   const entries: ZipEntry[] = shimFiles().map((name) => ({ name: `${SHIM_PACKAGE}/${name}`, source: { path: path.join(SHIM_DIR, name) } }));
-  const manifest = {
-    format: 1,
-    model: { path: model.path, loader: model.loader, factory: model.factory, sha256: model.sha256, ...(model.quantized ? { quantized: model.quantized } : {}) },
-  };
+  const manifest = { format: MANIFEST_FORMAT, models: Object.fromEntries(models.map((model) => [model.manifest.id, manifestEntry(model.manifest)])) };
   entries.push({ name: `${SHIM_PACKAGE}/manifest.json`, source: { data: Buffer.from(JSON.stringify(manifest, null, 1)) } });
   return entries;
 }
 
+/**
+ * The zip of one artifact: the user's files, every model of the functions it serves (each once,
+ * at its path: functions sharing a model share its bytes), and the shim with its manifest.
+ */
 export function collectFunctionContents(options: {
   serviceDir: string;
   /** Paths relative to the service directory, as the framework's packager resolved them. */
   files: string[];
-  model: ModelManifest;
-  /** The file shipped at model.path when it is not the service's own (a quantized model). */
-  modelSource?: string;
+  models: PackagedModel[];
   handlers: { functionName: string; handler: string }[];
   reporter: Reporter;
 }): FunctionContents {
-  const { serviceDir, model, reporter } = options;
+  const { serviceDir, models, reporter } = options;
   const kept = userFiles(options.files, reporter);
   const fileSet = new Set(kept);
-  checkHandlers(serviceDir, fileSet, options.handlers, reporter);
-  checkFactory(fileSet, model.factory);
-  if (!fileSet.has(model.path)) {
-    reporter.verbose(`Function package: adding the model ${model.path}, which package.patterns left out`);
-    kept.push(model.path);
+  const handlerForms = checkHandlers(serviceDir, fileSet, options.handlers, reporter);
+  const sources = new Map(kept.map((file) => [file, path.join(serviceDir, file)]));
+  for (const model of models) {
+    checkUserFunction(fileSet, serviceDir, model.manifest.factory, `the factory of ${model.manifest.path}`);
+    checkUserFunction(fileSet, serviceDir, model.manifest.load, `the load function of ${model.manifest.path}`);
+    const shipped = modelEntries(model);
+    if (shipped.some((entry) => !fileSet.has(entry.name))) {
+      reporter.verbose(`Function package: adding the model ${model.manifest.path}, which package.patterns left out`);
+    }
+    // The model's own bytes win over what the framework selected at the same path (a quantized copy).
+    for (const entry of shipped) sources.set(entry.name, entry.source);
   }
-  const entries: ZipEntry[] = kept.map((file) => {
-    const absolute = file === model.path && options.modelSource ? options.modelSource : path.join(serviceDir, file);
-    return { name: file, source: { path: absolute }, executable: (fs.statSync(absolute).mode & 0o111) !== 0 };
-  });
-  entries.push(...shimEntries(model));
+  const entries: ZipEntry[] = [...sources.entries()].map(([name, source]) => ({ name, source: { path: source }, executable: (fs.statSync(source).mode & 0o111) !== 0 }));
+  entries.push(...shimEntries(models));
   const unzippedBytes = entries.reduce(
     (sum, entry) => sum + ('data' in entry.source ? entry.source.data.length : fs.statSync(entry.source.path).size),
     0,
   );
-  return { entries, unzippedBytes, modelBytes: model.bytes };
+  return { entries, unzippedBytes, modelBytes: models.reduce((sum, model) => sum + model.manifest.bytes, 0), handlerForms };
 }
 
 export function writeFunctionPackage(dest: string, contents: FunctionContents): Promise<ZipResult> {

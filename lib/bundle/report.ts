@@ -1,6 +1,7 @@
 import { formatBytes } from '../util/format';
 import { UNZIPPED_LIMIT } from './limits';
 import { QuantizationReport } from '../model/quantize';
+import { HandlerForm } from './handler-form';
 
 /** What one function weighs against Lambda's limits, as printed after packaging. */
 export interface FunctionReport {
@@ -8,7 +9,10 @@ export interface FunctionReport {
   target: string;
   torch: { version: string; wheel: string };
   code: { unzippedBytes: number; zippedBytes: number };
-  model: { bytes: number; loader: string };
+  /** The function's own model (path null and loader "none" for a function without one); otherModelBytes: other functions' models in the same zip. */
+  model: { path: string | null; bytes: number; loader: string; otherModelBytes: number };
+  /** The user's handler and how the shim calls it. */
+  handler: { name: string; form: HandlerForm };
   /** What quantize: dynamic did, with the engine this function's architecture runs it with. */
   quantization: (QuantizationReport & { engine: string }) | null;
   layers: { name: string; role: string; unzippedBytes: number; zippedBytes: number }[];
@@ -31,8 +35,9 @@ export function formatReport(report: FunctionReport): string {
   const percent = (bytes: number) => `${((bytes / UNZIPPED_LIMIT) * 100).toFixed(0)}%`;
   const lines: string[][] = [
     ['part', 'unzipped', 'zipped'],
-    ['code + shim', formatBytes(report.code.unzippedBytes - report.model.bytes), ''],
-    [`model (${report.model.loader}${report.quantization?.quantized ? ', int8' : ''})`, formatBytes(report.model.bytes), ''],
+    ['code + shim', formatBytes(report.code.unzippedBytes - report.model.bytes - report.model.otherModelBytes), ''],
+    [report.model.path ? `model ${report.model.path} (${report.model.loader}${report.quantization?.quantized ? ', int8' : ''})` : 'model: none', formatBytes(report.model.bytes), ''],
+    ...(report.model.otherModelBytes ? [["other functions' models", formatBytes(report.model.otherModelBytes), '']] : []),
     ['function zip', formatBytes(report.code.unzippedBytes), formatBytes(report.code.zippedBytes)],
     ...report.layers.map((layer) => [
       `layer ${layer.name}${layer.role === 'packed' ? ' (compressed deps)' : ''}`,
@@ -49,9 +54,18 @@ export function formatReport(report: FunctionReport): string {
     `${report.functionName} (${report.target}, torch ${report.torch.version}, ${report.torch.wheel})`,
     ...lines.map((line) => `  ${row(line, widths)}`),
     `  ${tmp}; layers ${report.layers.length} (Lambda allows 5 per function)`,
+    `  ${formatHandler(report.handler)}`,
     `  ${formatBuildTools(report.buildTools)}`,
     ...(report.quantization ? formatQuantization(report.quantization).map((line) => `  ${line}`) : []),
   ].join('\n');
+}
+
+/** How the shim calls the user's handler, said at package time as it decides at cold start. */
+export function formatHandler(handler: FunctionReport['handler']): string {
+  const name = handler.name.slice(handler.name.lastIndexOf('.') + 1);
+  if (handler.form === 'event-context-model') return `handler: ${name}(event, context, model)`;
+  if (handler.form === 'event-context') return `handler: ${name}(event, context); the model is serverless_torch.model()`;
+  return `handler: ${handler.name} is not a def in its module: its signature decides at cold start (three arguments get the model)`;
 }
 
 /** Which tools of this machine the layers depend on, so a user can see why two machines build different layers. */

@@ -29,7 +29,7 @@ export function describe(value: unknown): string {
 export function invalid(option: string, value: unknown, expected: string): TorchError {
   return new TorchError(
     'TORCH_CONFIG_INVALID',
-    `custom.torch.${option} is ${describe(value)}, but it must be ${expected}.`,
+    `${/^(custom|functions)\./.test(option) ? option : `custom.torch.${option}`} is ${describe(value)}, but it must be ${expected}.`,
   );
 }
 

@@ -17,17 +17,10 @@ function defaultCacheDir(): string {
  * The framework v3 only warns about schema violations, so each rule is enforced here.
  */
 export function resolveConfig(raw: unknown, serviceDir: string): ResolvedConfig {
-  if (raw === undefined || raw === null) {
-    throw new TorchError(
-      'TORCH_CONFIG_MISSING',
-      'custom.torch is not set. serverless-torch needs at least the model: add\n' +
-        'custom:\n  torch:\n    model: model/model.pt',
-    );
+  if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw))) {
+    throw new TorchError('TORCH_CONFIG_INVALID', `custom.torch is ${describe(raw)}, but it must be an object (for example with "model").`);
   }
-  if (typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new TorchError('TORCH_CONFIG_INVALID', `custom.torch is ${describe(raw)}, but it must be an object with at least "model".`);
-  }
-  const options = raw as Record<string, unknown>;
+  const options = (raw ?? {}) as Record<string, unknown>;
   for (const name of Object.keys(options)) {
     if (!TOP_LEVEL_OPTIONS.includes(name)) throw unknownOption('custom.torch', name, TOP_LEVEL_OPTIONS);
   }
@@ -37,7 +30,9 @@ export function resolveConfig(raw: unknown, serviceDir: string): ResolvedConfig 
   }
   return {
     serviceDir,
-    model: resolveModel(options.model, serviceDir),
+    configured: raw !== undefined && raw !== null,
+    model: options.model === undefined ? null : resolveModel(options.model, serviceDir),
+    noDefaultModel: options.model === false,
     requirementsPath: resolveRequirementsPath(options.requirements, serviceDir),
     torchVersion: resolveTorchVersion(options.torchVersion),
     torchIndexUrl: checkUrl('torchIndexUrl', options.torchIndexUrl) ?? DEFAULT_TORCH_INDEX_URL,

@@ -2,25 +2,33 @@ import { LOADERS } from './options';
 
 const stringArray = { type: 'array', items: { type: 'string' } };
 
+/** A model option: a path, false, or the path with how to load it (custom.torch.model, functions.X.torch.model). */
+const modelSchema = {
+  anyOf: [
+    { type: 'string' },
+    { const: false },
+    {
+      type: 'object',
+      properties: {
+        path: { type: 'string' },
+        loader: { enum: LOADERS },
+        factory: { type: 'string' },
+        class: { type: 'string' },
+        tokenizer: { anyOf: [{ type: 'string' }, { type: 'boolean' }] },
+        processor: { anyOf: [{ type: 'string' }, { type: 'boolean' }] },
+        load: { type: 'string' },
+      },
+      required: ['path'],
+      additionalProperties: false,
+    },
+  ],
+};
+
 /** JSON schema registered with the framework (which only warns on v3; see validateOptions). */
 export const customSchema = {
   type: 'object',
   properties: {
-    model: {
-      anyOf: [
-        { type: 'string' },
-        {
-          type: 'object',
-          properties: {
-            path: { type: 'string' },
-            loader: { enum: LOADERS },
-            factory: { type: 'string' },
-          },
-          required: ['path'],
-          additionalProperties: false,
-        },
-      ],
-    },
+    model: modelSchema,
     requirements: { anyOf: [{ type: 'string' }, { const: false }] },
     // No type: the framework coerces values to the schema's type, which would turn an unquoted 2.10
     // into the string "2.1". Untyped, the number arrives as one and resolveConfig refuses it.
@@ -38,11 +46,12 @@ export const customSchema = {
     sampleInput: { type: 'string' },
     allowUnsafeTorch: { type: 'boolean' },
   },
-  required: ['model'],
   additionalProperties: false,
 };
 
-export const functionSchema = { torch: { type: 'boolean' } };
+export const functionSchema = {
+  torch: { anyOf: [{ type: 'boolean' }, { type: 'object', properties: { model: modelSchema }, additionalProperties: false }] },
+};
 
 /** The options custom.torch accepts, for unknown-option errors. */
 export const TOP_LEVEL_OPTIONS = Object.keys(customSchema.properties);

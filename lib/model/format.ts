@@ -17,7 +17,7 @@ export function unsafeClasses(globals: string[]): string[] {
 const LEGACY_HEAD_BYTES = 64 * 1024 * 1024;
 
 /** The unsafe classes of a legacy (non-zip) torch.save file, read from its head. */
-function legacyClasses(sourcePath: string, packagePath: string): string[] {
+function legacyClasses(sourcePath: string, label: string): string[] {
   const fd = fs.openSync(sourcePath, 'r');
   let head: Buffer;
   try {
@@ -32,67 +32,80 @@ function legacyClasses(sourcePath: string, packagePath: string): string[] {
   } catch (error) {
     throw new TorchError(
       'TORCH_MODEL_UNKNOWN_FORMAT',
-      `custom.torch.model ${packagePath} starts like a legacy torch.save file but is not one (${(error as Error).message}). ` +
+      `${label} starts like a legacy torch.save file but is not one (${(error as Error).message}). ` +
         'Save the model again with torch.save.',
       { cause: error },
     );
   }
 }
 
-/** What the model file is, read from its bytes: never from its name. */
-export interface ModelFormat {
-  kind: 'torchscript' | 'checkpoint' | 'legacy-pickle';
-  /** Classes a checkpoint's pickle names beyond what a weights-only load accepts: a pickled module. */
-  classes: string[];
-}
+/** What the model is, read from its bytes and layout: never from its name. */
+export type ModelFormat =
+  | { kind: 'torchscript' | 'export' | 'safetensors' }
+  /** A torch.save file (zip or legacy), with the classes its pickle names that a weights-only load refuses. */
+  | { kind: 'checkpoint' | 'legacy-pickle'; classes: string[] }
+  /** A directory: a Hugging Face model when it has config.json; its weights in safetensors or not. */
+  | { kind: 'directory'; huggingFace: boolean; safetensors: boolean };
 
-/** Tells a TorchScript archive from a torch.save checkpoint (zip or legacy pickle), or refuses anything else. */
-export async function sniffFormat(sourcePath: string, packagePath: string): Promise<ModelFormat> {
-  const head = Buffer.alloc(4);
-  const fd = fs.openSync(sourcePath, 'r');
+function readHead(file: string, bytes: number): Buffer {
+  const head = Buffer.alloc(bytes);
+  const fd = fs.openSync(file, 'r');
   try {
-    fs.readSync(fd, head, 0, 4, 0);
+    return head.subarray(0, fs.readSync(fd, head, 0, bytes, 0));
   } finally {
     fs.closeSync(fd);
   }
-  if (head[0] === 0x80) return { kind: 'legacy-pickle', classes: legacyClasses(sourcePath, packagePath) };
-  if (head.readUInt32LE(0) !== 0x04034b50) {
-    throw new TorchError(
-      'TORCH_MODEL_UNKNOWN_FORMAT',
-      `custom.torch.model ${packagePath} is not a file torch.save or torch.jit.save wrote (it starts with ` +
-        `0x${head.toString('hex')}). Save the model with torch.save(model.state_dict(), path) or torch.jit.save.`,
-    );
-  }
+}
+
+/** A safetensors file starts with the length of its JSON header (little-endian u64), then the header. */
+function isSafetensors(head: Buffer, size: number): boolean {
+  if (head.length < 9) return false;
+  const headerBytes = head.readBigUInt64LE(0);
+  return headerBytes > 1n && headerBytes < BigInt(size) && head[8] === 0x7b;
+}
+
+function unknownFormat(label: string, detail: string): TorchError {
+  return new TorchError(
+    'TORCH_MODEL_UNKNOWN_FORMAT',
+    `${label} ${detail}. Save the model with torch.save(model.state_dict(), path), torch.jit.save, torch.export.save or ` +
+      'safetensors, or point the option at a Hugging Face model directory.',
+  );
+}
+
+/** Tells the formats torch writes apart: TorchScript, torch.export, a zip checkpoint. */
+async function zipFormat(sourcePath: string, label: string): Promise<ModelFormat> {
   let names: string[];
   try {
     names = (await readZipIndex(sourcePath)).map((entry) => entry.name);
   } catch (error) {
-    throw new TorchError(
-      'TORCH_MODEL_UNKNOWN_FORMAT',
-      `custom.torch.model ${packagePath} is a damaged zip file (${(error as Error).message}). Save the model again.`,
-      { cause: error },
-    );
+    throw new TorchError('TORCH_MODEL_UNKNOWN_FORMAT', `${label} is a damaged zip file (${(error as Error).message}). Save the model again.`, { cause: error });
   }
+  // torch.export.save writes an archive_format file ("pt2") at the top of the archive's folder.
+  if (names.some((name) => /^[^/]+\/archive_format$/.test(name))) return { kind: 'export' };
   if (names.some((name) => /^[^/]+\/constants\.pkl$/.test(name)) && names.some((name) => /^[^/]+\/code\//.test(name))) {
-    return { kind: 'torchscript', classes: [] };
+    return { kind: 'torchscript' };
   }
   const dataPickle = names.find((name) => /^[^/]+\/data\.pkl$/.test(name));
-  if (!dataPickle) {
-    throw new TorchError(
-      'TORCH_MODEL_UNKNOWN_FORMAT',
-      `custom.torch.model ${packagePath} is a zip file but not a torch checkpoint (no data.pkl inside). ` +
-        'Save the model with torch.save or torch.jit.save.',
-    );
-  }
+  if (!dataPickle) throw unknownFormat(label, 'is a zip file but not a torch checkpoint (no data.pkl inside)');
   let globals: string[];
   try {
     globals = scanPickle(await readZipEntry(sourcePath, dataPickle)).globals;
   } catch (error) {
-    throw new TorchError(
-      'TORCH_MODEL_UNKNOWN_FORMAT',
-      `custom.torch.model ${packagePath} has a damaged ${dataPickle} (${(error as Error).message}). Save the model again.`,
-      { cause: error },
-    );
+    throw new TorchError('TORCH_MODEL_UNKNOWN_FORMAT', `${label} has a damaged ${dataPickle} (${(error as Error).message}). Save the model again.`, { cause: error });
   }
   return { kind: 'checkpoint', classes: unsafeClasses(globals) };
+}
+
+/** What the model at `sourcePath` is; `label` names it in errors ("functions.embed.torch.model models/x"). */
+export async function sniffFormat(sourcePath: string, label: string): Promise<ModelFormat> {
+  const stat = fs.statSync(sourcePath);
+  if (stat.isDirectory()) {
+    const names = fs.readdirSync(sourcePath);
+    return { kind: 'directory', huggingFace: names.includes('config.json'), safetensors: names.some((name) => name.endsWith('.safetensors')) };
+  }
+  const head = readHead(sourcePath, 16);
+  if (isSafetensors(head, stat.size)) return { kind: 'safetensors' };
+  if (head[0] === 0x80) return { kind: 'legacy-pickle', classes: legacyClasses(sourcePath, label) };
+  if (head.length < 4 || head.readUInt32LE(0) !== 0x04034b50) throw unknownFormat(label, `is not a model file torch or safetensors wrote (it starts with 0x${head.subarray(0, 4).toString('hex')})`);
+  return zipFormat(sourcePath, label);
 }

@@ -6,7 +6,7 @@ import { ResolvedConfig } from '../config/options';
 import { TorchError } from '../util/errors';
 import { formatBytes, formatSeconds } from '../util/format';
 import { HostTorch, ensureHostTorch, hostPythonArgs } from './host-torch';
-import { ModelManifest } from './inspect';
+import { ModelManifest, PackagedModel } from './inspect';
 import { lastLines } from '../resolve/pip-failure';
 import { Runner } from '../util/process';
 import { Reporter } from '../util/reporter';
@@ -61,12 +61,6 @@ export interface QuantizationReport extends QuantizationRecord {
   reused: boolean;
 }
 
-export interface PackagedModel {
-  /** What goes in manifest.json. */
-  manifest: ModelManifest;
-  /** The file shipped at manifest.path. */
-  source: string;
-}
 
 const MODEL_FILE = 'model.pt';
 const RECORD_FILE = 'quantization.json';
@@ -125,6 +119,18 @@ export function checkQuantizable(model: ModelManifest): void {
   );
 }
 
+/** Loaders whose file quantize.py reads and writes back in the same form. */
+const QUANTIZABLE: ModelManifest['loader'][] = ['torchscript', 'state_dict', 'pickle'];
+
+/** Why `quantize: dynamic` leaves this model float, or null when it quantizes it. */
+export function notQuantizedBecause(model: ModelManifest): string | null {
+  if (QUANTIZABLE.includes(model.loader)) return null;
+  return (
+    `quantize: dynamic leaves ${model.path} float: the ${model.loader} loader's files are not rewritten at package time. ` +
+    'Quantize the model before saving it, or save it as a state dict with a factory or as TorchScript.'
+  );
+}
+
 /**
  * Dynamic int8 quantization of the model with the torch version the functions run, on the build
  * machine. The result (the packaged file and what was measured) is cached by everything that
@@ -133,6 +139,8 @@ export function checkQuantizable(model: ModelManifest): void {
 export async function quantizeModel(options: {
   config: ResolvedConfig;
   model: ModelManifest;
+  /** The model file on the build machine. */
+  sourcePath: string;
   torchVersion: string;
   /** Architectures of the functions that ship the model. */
   architectures: string[];
@@ -166,7 +174,7 @@ export async function quantizeModel(options: {
     recordFile: RECORD_FILE,
     build: async (stageDir, workDir) => {
       const host = await ensureHostTorch({ config, torchVersion, cache, runner, reporter });
-      return runQuantization({ config, model, host, engines, sampleInput, shownSample, stageDir, workDir, runner, reporter });
+      return runQuantization({ config, model, sourcePath: options.sourcePath, host, engines, sampleInput, shownSample, stageDir, workDir, runner, reporter });
     },
   });
   if (reused) reporter.verbose(`Quantized model: cached result ${key} (${entryDir}), quantization skipped`);
@@ -177,7 +185,7 @@ export async function quantizeModel(options: {
       `quantize: dynamic gains nothing for ${model.path}: it has no ${QUANTIZED_MODULES.join(', ')} layers ` +
         '(dynamic quantization leaves convolutions and other layers float). The float model ships; set quantize: false to skip this step.',
     );
-    return { packaged: { manifest: model, source: config.model.sourcePath }, report };
+    return { packaged: { manifest: model, source: options.sourcePath }, report };
   }
   for (const note of record.notes) reporter.notice(`quantize: dynamic: ${note}.`);
   return { packaged: await packagedQuantized(model, record, path.join(entryDir, MODEL_FILE)), report };
@@ -186,6 +194,8 @@ export async function quantizeModel(options: {
 /** The quantized file as the function ships it, at the user's model path. */
 async function packagedQuantized(model: ModelManifest, record: QuantizationRecord, source: string): Promise<PackagedModel> {
   const manifest: ModelManifest = {
+    id: model.id,
+    kind: 'file',
     path: model.path,
     loader: record.loader,
     factory: record.loader === 'state_dict' ? model.factory : null,
@@ -200,6 +210,7 @@ async function packagedQuantized(model: ModelManifest, record: QuantizationRecor
 async function runQuantization(options: {
   config: ResolvedConfig;
   model: ModelManifest;
+  sourcePath: string;
   host: HostTorch;
   engines: string[];
   sampleInput: string | null;
@@ -215,7 +226,7 @@ async function runQuantization(options: {
     // The service first, as the task root comes first on Lambda; the factory's module is there.
     sysPath: [config.serviceDir, ...(host.sitePath ? [host.sitePath] : [])],
     cwd: config.serviceDir,
-    model: { path: config.model.sourcePath, packagePath: model.path, loader: model.loader, factory: model.factory },
+    model: { path: options.sourcePath, packagePath: model.path, loader: model.loader, factory: model.factory },
     dtype: QUANTIZED_DTYPE,
     modules: QUANTIZED_MODULES,
     output: path.join(stageDir, MODEL_FILE),

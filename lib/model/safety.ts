@@ -22,14 +22,15 @@ export function knownBypasses(torchVersion: string): WeightsOnlyBypass[] {
 }
 
 /**
- * Loaders that go through torch.load. On a torch with a weights-only bypass, `weights` and
- * `state_dict` no longer keep a crafted file from running code, and `pickle` runs it on any
- * version: all three need the user to vouch for the model file there. `torchscript`
- * (torch.jit.load) was never a safe path for untrusted files on any version (CVE-2025-32434 made
- * the weights-only load fall through to it), so the torch version does not change what it risks.
+ * Loaders that go through torch.load on pickled weights (`pickledWeights`: weights, state_dict,
+ * pickle, and transformers on a directory without safetensors weights). On a torch with a
+ * weights-only bypass they no longer keep a crafted file from running code, and `pickle` runs it
+ * on any version: they need the user to vouch for the model file there. `torchscript`
+ * (torch.jit.load) and `export` load programs and were never a safe path for untrusted files on
+ * any version (CVE-2025-32434 made the weights-only load fall through to torch.jit.load), so the
+ * torch version does not change what they risk. safetensors files hold no pickle at all; a
+ * `custom` loader is the user's own code.
  */
-const TORCH_LOAD_LOADERS: PackagedLoader[] = ['weights', 'state_dict', 'pickle'];
-
 export interface LoaderSafety {
   /** Set when packaging must stop. */
   refusal: TorchError | null;
@@ -40,11 +41,13 @@ export interface LoaderSafety {
 /** Whether the model may be packaged with this loader for this torch, and what the user must hear. */
 export function checkLoaderSafety(options: {
   loader: PackagedLoader;
+  /** Whether loading runs torch.load on pickled weights (lib/model/inspect.ts loadsPickledWeights). */
+  pickledWeights: boolean;
   torchVersion: string;
   allowUnsafeTorch: boolean;
   modelPath: string;
 }): LoaderSafety {
-  const { loader, torchVersion, allowUnsafeTorch, modelPath } = options;
+  const { loader, pickledWeights, torchVersion, allowUnsafeTorch, modelPath } = options;
   const warnings: string[] = [];
   if (loader === 'pickle') {
     warnings.push(
@@ -53,7 +56,7 @@ export function checkLoaderSafety(options: {
         '(loader: state_dict with a factory) cannot run code.',
     );
   }
-  const bypasses = TORCH_LOAD_LOADERS.includes(loader) ? knownBypasses(torchVersion) : [];
+  const bypasses = pickledWeights ? knownBypasses(torchVersion) : [];
   if (bypasses.length === 0) return { refusal: null, warnings };
   const named = bypasses.map((bypass) => `${bypass.cve} (${bypass.effect}, fixed in ${bypass.fixedIn})`).join(' and ');
   const newest = bypasses.map((bypass) => bypass.fixedIn).sort((a, b) => compareReleases(releaseOf(b), releaseOf(a)))[0];

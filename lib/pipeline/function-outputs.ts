@@ -1,8 +1,9 @@
-import { HANDLER_ENV, SHIM_HANDLER } from '../bundle/function-package';
+import { HANDLER_ENV, MODEL_ENV, SHIM_HANDLER } from '../bundle/function-package';
 import { checkSnapStart, initBudgetWarning, memoryWarning } from '../bundle/init-budget';
 import { DEFAULT_TMP_MB, UNZIPPED_LIMIT, checkLayerCount, ephemeralStorageNeeded } from '../bundle/limits';
 import { FunctionReport } from '../bundle/report';
-import { PackagedModel, QuantizationReport, engineFor } from '../model/quantize';
+import { PackagedModel } from '../model/inspect';
+import { QuantizationReport, engineFor } from '../model/quantize';
 import { DependencyTree } from '../resolve/dependency-tree';
 import { targetId } from '../resolve/target';
 import { TorchError } from '../util/errors';
@@ -20,8 +21,10 @@ export interface BuiltService {
   zips: Map<string, FunctionZip>;
   trees: Map<string, DependencyTree>;
   layers: Map<string, TargetLayers>;
-  model: PackagedModel;
-  quantization: QuantizationReport | null;
+  /** The models as they ship, by id. */
+  packaged: Map<string, PackagedModel>;
+  /** What quantize: dynamic did, by model id. */
+  quantization: Map<string, QuantizationReport>;
 }
 
 /**
@@ -56,7 +59,9 @@ function checkUnzippedTotal(fn: TorchFunction, contents: FunctionContents, ourLa
  * /tmp, after the checks that need the built sizes (Lambda's limits, SnapStart, the init budget).
  */
 export function functionOutput(planned: PlannedFunction, service: BuiltService, reporter: Reporter): FunctionOutput {
-  const { fn, target } = planned;
+  const { fn, target, modelId } = planned;
+  const model = modelId ? service.packaged.get(modelId)!.manifest : null;
+  const modelBytes = model?.bytes ?? 0;
   const id = targetId(target);
   const tree = service.trees.get(id)!;
   const { built, outputs: layers } = service.layers.get(id)!;
@@ -67,10 +72,10 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
   if (fn.snapStart) {
     checkSnapStart({ functionName: fn.name, target, tmpMbNeeded: needed, ephemeralStorageSize: fn.ephemeralStorageSize, tmpBytes: built.tmpBytes });
   } else {
-    const warning = initBudgetWarning({ functionName: fn.name, memorySize: fn.memorySize, tmpBytes: built.tmpBytes, modelBytes: contents.modelBytes, bytecode: Boolean(tree.bytecode) });
+    const warning = initBudgetWarning({ functionName: fn.name, memorySize: fn.memorySize, tmpBytes: built.tmpBytes, modelBytes, bytecode: Boolean(tree.bytecode) });
     if (warning) reporter.warning(warning);
   }
-  const memory = memoryWarning({ functionName: fn.name, memorySize: fn.memorySize, modelBytes: contents.modelBytes });
+  const memory = memoryWarning({ functionName: fn.name, memorySize: fn.memorySize, modelBytes });
   if (memory) reporter.warning(memory);
   let ephemeralStorageSize = fn.ephemeralStorageSize;
   if (needed > (fn.ephemeralStorageSize ?? DEFAULT_TMP_MB)) {
@@ -78,13 +83,15 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
     ephemeralStorageSize = needed;
   }
   const zip = service.zips.get(fn.artifactName)!;
+  const quantization = modelId ? service.quantization.get(modelId) : undefined;
   const report: FunctionReport = {
     functionName: fn.name,
     target: `${target.runtime} ${target.architecture}`,
     torch: tree.torch,
     code: { unzippedBytes: contents.unzippedBytes, zippedBytes: zip.bytes },
-    model: { bytes: contents.modelBytes, loader: service.model.manifest.loader },
-    quantization: service.quantization ? { ...service.quantization, engine: engineFor(service.quantization, target.architecture) } : null,
+    model: model ? { path: model.path, bytes: model.bytes, loader: model.loader, otherModelBytes: contents.modelBytes - model.bytes } : { path: null, bytes: 0, loader: 'none', otherModelBytes: contents.modelBytes },
+    handler: { name: fn.handler, form: contents.handlerForms[fn.name] ?? 'unknown' },
+    quantization: quantization ? { ...quantization, engine: engineFor(quantization, target.architecture) } : null,
     layers: built.layers.map((layer, index) => ({ name: layers[index].name, role: layer.role, unzippedBytes: layer.unzippedBytes, zippedBytes: layer.bytes })),
     buildTools: { strip: tree.symbols?.tool ?? null, bytecode: tree.bytecode?.python ?? null },
     totalUnzippedBytes: totalUnzipped,
@@ -95,7 +102,7 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
     name: fn.name,
     artifact: zip.path,
     handler: SHIM_HANDLER,
-    environment: { [HANDLER_ENV]: fn.handler },
+    environment: { [HANDLER_ENV]: fn.handler, ...(modelId ? { [MODEL_ENV]: modelId } : {}) },
     layers: layers.map((layer) => layer.name),
     ephemeralStorageSize,
     report,

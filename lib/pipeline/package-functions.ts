@@ -7,7 +7,7 @@ import { zipFunctions } from './function-zips';
 import { planFunctions } from './plan-functions';
 import { preflight } from './preflight';
 import { resolveTrees } from './resolve-trees';
-import { shipModel } from './ship-model';
+import { shipModels } from './ship-models';
 import { LayerNaming, buildTargetLayers } from './target-layers';
 import { PackageOutput, TorchFunction } from './types';
 
@@ -26,12 +26,12 @@ export async function packageTorchFunctions(options: {
 }): Promise<PackageOutput> {
   const { config, functions, naming, outputDir, runner, reporter } = options;
   const cache = openCache(config.cacheDir);
-  const checked = await preflight({ config, reporter });
-  const plan = planFunctions({ config, functions, model: { manifest: checked.model, source: config.model.sourcePath }, reporter });
-  const trees = await resolveTrees({ config, targets: plan.targets, requirements: checked.requirements, model: checked.model, cache, runner, reporter });
-  const shipped = await shipModel({ config, plan, model: checked.model, trees, cache, runner, reporter });
+  const checked = await preflight({ config, functions, reporter });
+  const plan = planFunctions({ config, functions, models: checked.models, reporter });
+  const trees = await resolveTrees({ config, targets: plan.targets, requirements: checked.requirements, models: checked.models, cache, runner, reporter });
+  const shipped = await shipModels({ config, plan, models: checked.models, trees, cache, runner, reporter });
   const zips = await zipFunctions({ contents: shipped.contents, outputDir, reporter });
-  const layers = await buildTargetLayers({ plan, contents: shipped.contents, trees, model: shipped.model, naming, outputDir, cache, reporter });
+  const layers = await buildTargetLayers({ plan, contents: shipped.contents, trees, naming, outputDir, cache, reporter });
   const built = { ...shipped, zips, trees, layers };
   return {
     functions: plan.functions.map((planned) => functionOutput(planned, built, reporter)),

@@ -1,15 +1,19 @@
 import { FunctionContents, collectFunctionContents } from '../bundle/function-package';
 import { UNZIPPED_LIMIT, checkLayerCount } from '../bundle/limits';
+import { knownLayerBytes } from '../bundle/user-layers';
 import { ResolvedConfig } from '../config/options';
-import { PackagedModel } from '../model/quantize';
+import { PackagedModel } from '../model/inspect';
 import { TargetPlatform, targetId, targetPlatform } from '../resolve/target';
 import { TorchError } from '../util/errors';
 import { Reporter } from '../util/reporter';
+import { ServiceModels } from './preflight';
 import { TorchFunction } from './types';
 
 export interface PlannedFunction {
   fn: TorchFunction;
   target: TargetPlatform;
+  /** Its model's id in the manifest, or null. */
+  modelId: string | null;
 }
 
 /** Which targets the service builds for, and what goes into each function zip. */
@@ -21,25 +25,26 @@ export interface FunctionPlan {
   contents: Map<string, FunctionContents>;
 }
 
-/** Collects each artifact's contents; every function packaged into `artifactName` shares them. */
+/** Each artifact's contents, with the models of every function packaged into it (each model once). */
 export function collectArtifacts(options: {
   config: ResolvedConfig;
-  functions: TorchFunction[];
-  model: PackagedModel;
+  functions: PlannedFunction[];
+  packaged: Map<string, PackagedModel>;
   reporter: Reporter;
 }): Map<string, FunctionContents> {
-  const { config, functions, model, reporter } = options;
+  const { config, functions, packaged, reporter } = options;
   const contents = new Map<string, FunctionContents>();
-  for (const fn of functions) {
+  for (const { fn } of functions) {
     if (contents.has(fn.artifactName)) continue;
+    const members = functions.filter((other) => other.fn.artifactName === fn.artifactName);
+    const modelIds = [...new Set(members.map((member) => member.modelId).filter((id): id is string => id !== null))];
     contents.set(
       fn.artifactName,
       collectFunctionContents({
         serviceDir: config.serviceDir,
         files: fn.files,
-        model: model.manifest,
-        modelSource: model.source,
-        handlers: functions.filter((other) => other.artifactName === fn.artifactName).map((other) => ({ functionName: other.name, handler: other.handler })),
+        models: modelIds.map((id) => packaged.get(id)!),
+        handlers: members.map((member) => ({ functionName: member.fn.name, handler: member.fn.handler })),
         reporter,
       }),
     );
@@ -47,13 +52,14 @@ export function collectArtifacts(options: {
   return contents;
 }
 
-/** A function whose own package (code and model) is over Lambda's limit fails before any dependency is resolved. */
-function checkFunctionAlone(fn: TorchFunction, contents: FunctionContents, modelPath: string): void {
-  if (contents.unzippedBytes <= UNZIPPED_LIMIT) return;
+/** A function whose own package and layers are over Lambda's limit fails before any dependency is resolved. */
+function checkFunctionAlone(fn: TorchFunction, contents: FunctionContents): void {
+  const bytes = contents.unzippedBytes + knownLayerBytes(fn.userLayers);
+  if (bytes <= UNZIPPED_LIMIT) return;
   throw new TorchError(
     'TORCH_PACKAGE_TOO_LARGE',
-    `Function "${fn.name}" is ${contents.unzippedBytes.toLocaleString('en-US')} bytes unzipped before any dependency ` +
-      `(model ${modelPath} ${contents.modelBytes.toLocaleString('en-US')}), over Lambda's limit of ` +
+    `Function "${fn.name}" is ${bytes.toLocaleString('en-US')} bytes unzipped before any dependency ` +
+      `(models ${contents.modelBytes.toLocaleString('en-US')}${knownLayerBytes(fn.userLayers) ? `, its own layers ${knownLayerBytes(fn.userLayers).toLocaleString('en-US')}` : ''}), over Lambda's limit of ` +
       `${UNZIPPED_LIMIT.toLocaleString('en-US')} bytes for code plus layers. Shrink the model (quantize: dynamic, or a ` +
       'smaller architecture), leave files out with package.patterns, or deploy a container image (up to 10 GB).',
   );
@@ -63,17 +69,18 @@ function checkFunctionAlone(fn: TorchFunction, contents: FunctionContents, model
 export function planFunctions(options: {
   config: ResolvedConfig;
   functions: TorchFunction[];
-  model: PackagedModel;
+  models: ServiceModels;
   reporter: Reporter;
 }): FunctionPlan {
-  const { config, functions, model } = options;
-  const planned = functions.map((fn) => ({ fn, target: targetPlatform(fn.runtime, fn.architecture) }));
+  const { config, functions, models, reporter } = options;
+  const planned = functions.map((fn) => ({ fn, target: targetPlatform(fn.runtime, fn.architecture), modelId: models.ofFunction.get(fn.name) ?? null }));
   const targets = new Map(planned.map(({ target }) => [targetId(target), target] as const));
   for (const { fn } of planned) checkLayerCount(fn.name, fn.userLayers.length, 1);
-  const contents = collectArtifacts(options);
-  // Quantizing may shrink the model below the limit, so only the unquantized package is judged this early.
+  const packaged = new Map([...models.byId].map(([id, { spec, manifest }]) => [id, { manifest, source: spec.sourcePath }] as const));
+  const contents = collectArtifacts({ config, functions: planned, packaged, reporter });
+  // Quantizing may shrink a model below the limit, so only unquantized packages are judged this early.
   if (!config.quantize) {
-    for (const { fn } of planned) checkFunctionAlone(fn, contents.get(fn.artifactName)!, model.manifest.path);
+    for (const { fn } of planned) checkFunctionAlone(fn, contents.get(fn.artifactName)!);
   }
   return { functions: planned, targets, contents };
 }

@@ -2,7 +2,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FunctionContents } from '../bundle/function-package';
 import { BuiltLayers, LayerArtifact, buildLayers } from '../bundle/layer-build';
-import { PackagedModel } from '../model/quantize';
 import { DependencyTree } from '../resolve/dependency-tree';
 import { TargetPlatform, targetId } from '../resolve/target';
 import { CacheLayout } from '../util/cache';
@@ -60,7 +59,6 @@ export async function buildTargetLayers(options: {
   plan: FunctionPlan;
   contents: Map<string, FunctionContents>;
   trees: Map<string, DependencyTree>;
-  model: PackagedModel;
   naming: LayerNaming;
   outputDir: string;
   cache: CacheLayout;
@@ -83,7 +81,7 @@ export async function buildTargetLayers(options: {
       if (!(error instanceof TorchError) || error.code !== 'TORCH_PACKAGE_TOO_LARGE') throw error;
       throw new TorchError(
         error.code,
-        `Function "${largest.fn.name}" has a ${formatBytes(largest.contents.unzippedBytes)} package of its own (model ${options.model.manifest.path} ` +
+        `Function "${largest.fn.name}" has a ${formatBytes(largest.contents.unzippedBytes)} package of its own (models ` +
           `${formatBytes(largest.contents.modelBytes)}), which leaves torch too little room. ${error.message}`,
         { cause: error },
       );

@@ -1,5 +1,6 @@
 // The plain data the pipeline takes from the plugin class and hands back to it.
 import { FunctionReport } from '../bundle/report';
+import { ModelSpec } from '../config/options';
 import { UserLayer } from '../bundle/user-layers';
 
 /** A torch function as the plugin reads it from serverless.yml. */
@@ -18,6 +19,8 @@ export interface TorchFunction {
   files: string[];
   /** Name of the zip: functions packaged together share one. */
   artifactName: string;
+  /** Its model (its own, or the service's default); null when it loads none. */
+  model: ModelSpec | null;
 }
 
 export interface LayerOutput {

@@ -186,17 +186,24 @@ class FunctionCase(unittest.TestCase):
             write(os.path.join(self.opt, "python", rel), text)
         write(os.path.join(self.task, "handler.py"), REPORTING_HANDLER)
 
-    def package_model(self, loader, saved, factory=None, sha256=None, path="model/model.pt"):
+    model_id = "m0123456789ab"
+
+    def package_model(self, loader, saved, factory=None, sha256=None, path="model/model.pt", **extra):
+        """Writes the model file and a manifest.json (format 2) naming it under self.model_id,
+        the SERVERLESS_TORCH_MODEL env() gives; `extra` adds manifest fields (quantized, load...)."""
         data = json.dumps(saved).encode("utf-8")
         model_path = os.path.join(self.task, path)
         os.makedirs(os.path.dirname(model_path), exist_ok=True)
         with open(model_path, "wb") as f:
             f.write(data)
-        manifest = {"format": 1, "model": {
-            "path": path, "loader": loader, "factory": factory,
-            "sha256": sha256 or hashlib.sha256(data).hexdigest()}}
+        entry = {"path": path, "kind": "file", "loader": loader, "factory": factory,
+                 "sha256": sha256 or hashlib.sha256(data).hexdigest()}
+        entry.update(extra)
+        self.write_manifest({self.model_id: entry})
+
+    def write_manifest(self, models):
         with open(os.path.join(self.task, "serverless_torch", "manifest.json"), "w") as f:
-            json.dump(manifest, f)
+            json.dump({"format": 2, "models": models}, f)
 
     def env(self, **overrides):
         env = {k: v for k, v in os.environ.items()
@@ -206,6 +213,7 @@ class FunctionCase(unittest.TestCase):
             "SERVERLESS_TORCH_OPT_DIR": self.opt,
             "SERVERLESS_TORCH_TMP_DIR": self.tmp,
             "SERVERLESS_TORCH_HANDLER": "handler.handle",
+            "SERVERLESS_TORCH_MODEL": self.model_id,
             "AWS_LAMBDA_FUNCTION_NAME": "predict",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1769",
             "AWS_LAMBDA_FUNCTION_TIMEOUT": "30",

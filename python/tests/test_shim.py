@@ -210,7 +210,7 @@ class QuantizedModels(FunctionCase):
         manifest_path = os.path.join(self.task, "serverless_torch", "manifest.json")
         with open(manifest_path) as f:
             manifest = json.load(f)
-        manifest["model"]["quantized"] = quantized
+        manifest["models"][self.model_id]["quantized"] = quantized
         with open(manifest_path, "w") as f:
             json.dump(manifest, f)
 

@@ -4,7 +4,8 @@ from typing import Any
 
 
 def model() -> Any:
-    """The function's model, loaded once per sandbox: what a three-argument handler receives.
+    """The function's model, loaded once per sandbox: what a three-argument handler receives
+    (None for a function packaged with model: false).
 
     For code that is not the handler: a two-argument handler, a SnapStart hook (the model is
     loaded before any hook your module registers runs), a helper module. Raises RuntimeError
@@ -14,10 +15,9 @@ def model() -> Any:
     import sys
 
     shim = sys.modules.get("serverless_torch.shim")
-    loaded = getattr(shim, "MODEL", None) if shim is not None else None
-    if loaded is None:
+    if shim is None or not getattr(shim, "MODEL_LOADED", False):
         raise RuntimeError(
             "serverless_torch.model() was called before the model was loaded: call it from the "
             "handler or from a SnapStart hook, not at import time"
         )
-    return loaded
+    return shim.MODEL

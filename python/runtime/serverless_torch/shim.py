@@ -1,12 +1,16 @@
 """Lambda handler: `serverless_torch.shim.handler`.
 
 Importing this module is the function's init phase: it unpacks the compressed
-dependencies, imports torch, loads the model once and imports the user's handler,
-so that every invocation only runs `user_handler(event, context, model)`.
+dependencies, imports torch, loads the function's model once (manifest.json
+"models", the one SERVERLESS_TORCH_MODEL names) and imports the user's handler, so
+that every invocation only runs `user_handler(event, context, model)`, or
+`user_handler(event, context)` for a two-argument handler (which reaches the model
+through serverless_torch.model()).
 """
 
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -26,6 +30,9 @@ INIT_TIMINGS: Dict[str, float] = {}
 
 # Lambda sets this while it runs the init whose memory and /tmp a SnapStart snapshot captures.
 SNAP_START_INIT = "snap-start"
+
+# The manifest format this shim reads (lib/bundle/function-package.ts writes it).
+MANIFEST_FORMAT = 2
 
 
 class InitError(RuntimeError):
@@ -132,41 +139,150 @@ def load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> A
         return _load_model(torch, task_root, model)
 
 
+def check_digests(path: str, model: Dict[str, Any]) -> None:
+    """The model as packaged: a file's sha256, or each file of a directory."""
+    files = model.get("files")
+    checks = [(path, model["sha256"])] if files is None else [
+        (os.path.join(path, *name.split("/")), digest) for name, digest in sorted(files.items())]
+    for file, expected in checks:
+        try:
+            got = _sha256(file)
+        except OSError as e:
+            raise InitError("TORCH_MODEL_CHANGED", "model file %s is missing since packaging (%s); package the function again" % (file, e))
+        if got != expected:
+            raise InitError(
+                "TORCH_MODEL_CHANGED",
+                "model file %s changed since packaging: expected sha256 %s, got %s; "
+                "package the function again" % (file, expected, got),
+            )
+
+
+def _factory_module(torch: Any, model: Dict[str, Any]) -> Any:
+    factory = _factory(model.get("factory"))
+    module = factory()
+    if not isinstance(module, torch.nn.Module):
+        raise InitError(
+            "TORCH_BAD_FACTORY",
+            "model factory %s returned %s, not a torch.nn.Module" % (model.get("factory"), type(module).__name__),
+        )
+    if model.get("quantized"):
+        module = _quantize_like_packaging(torch, module, model["quantized"])
+    return module
+
+
+def _load_safetensors(torch: Any, path: str, model: Dict[str, Any]) -> Any:
+    from safetensors.torch import load_file  # a requirement the packager adds
+
+    tensors = load_file(path, device="cpu")
+    if not model.get("factory"):
+        return tensors
+    module = _factory_module(torch, model)
+    module.load_state_dict(tensors)
+    return module.eval()
+
+
+class Loaded(object):
+    """A transformers model with its tokenizer and/or processor, as the handler receives them."""
+
+    def __init__(self, model: Any, tokenizer: Any = None, processor: Any = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.processor = processor
+
+
+def _load_transformers(path: str, model: Dict[str, Any]) -> Any:
+    # Nothing is fetched from the Hub at cold start: the directory is all there is, and its
+    # caches go to /tmp, the only writable place on Lambda.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HOME", os.path.join(os.environ.get("SERVERLESS_TORCH_TMP_DIR") or "/tmp", "huggingface"))
+    import transformers
+
+    def auto(name: str) -> Any:
+        cls = getattr(transformers, name, None)
+        if cls is None:
+            raise InitError("TORCH_BAD_MANIFEST", "transformers %s has no %s" % (transformers.__version__, name))
+        return cls
+
+    # Weights-only: safetensors when the directory has them, never pickled weights by choice.
+    safetensors = any(name.endswith(".safetensors") for name in (model.get("files") or {}))
+    loaded = auto(model.get("class") or "AutoModel").from_pretrained(path, local_files_only=True, use_safetensors=safetensors or None)
+    if hasattr(loaded, "eval"):
+        loaded = loaded.eval()
+    tokenizer = auto(model["tokenizer"]).from_pretrained(path, local_files_only=True) if model.get("tokenizer") else None
+    processor = auto(model["processor"]).from_pretrained(path, local_files_only=True) if model.get("processor") else None
+    return Loaded(loaded, tokenizer, processor) if tokenizer is not None or processor is not None else loaded
+
+
 def _load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> Any:
     if not model:
         return None
     path = os.path.join(task_root, model["path"])
-    got = _sha256(path)
-    if got != model["sha256"]:
-        raise InitError(
-            "TORCH_MODEL_CHANGED",
-            "model file %s changed since packaging: expected sha256 %s, got %s; "
-            "package the function again" % (path, model["sha256"], got),
-        )
+    check_digests(path, model)
     loader = model["loader"]
     if loader == "torchscript":
         return torch.jit.load(path, map_location="cpu").eval()
     if loader == "weights":
         return _weights_only_load(torch, path)
     if loader == "state_dict":
-        factory = _factory(model.get("factory"))
-        module = factory()
-        if not isinstance(module, torch.nn.Module):
-            raise InitError(
-                "TORCH_BAD_FACTORY",
-                "model factory %s returned %s, not a torch.nn.Module"
-                % (model.get("factory"), type(module).__name__),
-            )
-        if model.get("quantized"):
-            module = _quantize_like_packaging(torch, module, model["quantized"])
+        module = _factory_module(torch, model)
         module.load_state_dict(_weights_only_load(torch, path))
         return module.eval()
+    if loader == "safetensors":
+        return _load_safetensors(torch, path, model)
+    if loader == "export":
+        # A GraphModule: already in inference form (it refuses eval()).
+        return torch.export.load(path).module()
+    if loader == "transformers":
+        return _load_transformers(path, model)
+    if loader == "custom":
+        return _factory(model.get("load"))(path)
     if loader == "pickle":
         # Full unpickling runs code from the file; the user opted in, and the digest
         # above proves the file is the one they packaged.
         obj = torch.load(path, map_location="cpu", weights_only=False)
         return obj.eval() if isinstance(obj, torch.nn.Module) else obj
     raise InitError("TORCH_BAD_LOADER", "unknown model loader %r in manifest.json" % (loader,))
+
+
+def handler_takes_model(fn: Callable[..., Any], spec: str) -> bool:
+    """Whether the handler is called with the model: three positional parameters (or *args) get
+    it; two get (event, context), as Lambda calls any handler."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    kinds = [p.kind for p in parameters]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return True
+    positional = sum(1 for kind in kinds if kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    if positional >= 3:
+        return True
+    if positional == 2:
+        return False
+    raise InitError(
+        "TORCH_HANDLER_SIGNATURE",
+        "handler %r takes %d positional argument(s), but Lambda calls it with the event and the context: "
+        "define it as handler(event, context) or handler(event, context, model)" % (spec, positional),
+    )
+
+
+def function_model(manifest: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The manifest entry of this function's model (SERVERLESS_TORCH_MODEL), or None."""
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise InitError(
+            "TORCH_BAD_MANIFEST",
+            "manifest.json format %r is not supported by this shim (format %d)" % (manifest.get("format"), MANIFEST_FORMAT),
+        )
+    model_id = os.environ.get("SERVERLESS_TORCH_MODEL")
+    if not model_id:
+        return None
+    model = (manifest.get("models") or {}).get(model_id)
+    if model is None:
+        raise InitError(
+            "TORCH_BAD_MANIFEST",
+            "SERVERLESS_TORCH_MODEL is %r, which manifest.json does not list; package the function again" % (model_id,),
+        )
+    return model
 
 
 def import_handler(spec: Optional[str]) -> Callable[..., Any]:
@@ -213,28 +329,26 @@ def _init() -> Any:
     imported = time.perf_counter()
 
     with open(os.path.join(task_root, "serverless_torch", "manifest.json"), "rb") as f:
-        manifest = json.loads(f.read().decode("utf-8"))
-    if manifest.get("format") != 1:
-        raise InitError(
-            "TORCH_BAD_MANIFEST",
-            "manifest.json format %r is not supported by this shim (format 1)" % (manifest.get("format"),),
-        )
-    global MODEL
+        model = function_model(json.loads(f.read().decode("utf-8")))
+    global MODEL, MODEL_LOADED, _TAKES_MODEL
     snapshot = _snapshot_hooks()
     if snapshot is None:
-        MODEL = load_model(torch, task_root, manifest.get("model"))
+        MODEL = load_model(torch, task_root, model)
+        MODEL_LOADED = True
     else:
         # Lambda runs after-restore hooks in the order they were registered: the reseed goes
         # first, before any hook of the user's module draws a random number.
         snapshot.register_after_restore(lambda: _after_restore(torch))
     loaded = time.perf_counter()
 
-    fn = import_handler(os.environ.get("SERVERLESS_TORCH_HANDLER"))
+    spec = os.environ.get("SERVERLESS_TORCH_HANDLER")
+    fn = import_handler(spec)
+    _TAKES_MODEL = handler_takes_model(fn, str(spec))
     if snapshot is not None:
         # Lambda runs before-snapshot hooks in reverse order of registration: registered after
         # the user's module imported (and registered its own), loading the model runs first, so
         # a user's warm-up hook finds it through serverless_torch.model().
-        snapshot.register_before_snapshot(lambda: _load_before_snapshot(torch, task_root, manifest.get("model")))
+        snapshot.register_before_snapshot(lambda: _load_before_snapshot(torch, task_root, model))
     INIT_TIMINGS.update({
         "unpack": started - began,
         "import": imported - started,
@@ -255,7 +369,7 @@ def _init() -> Any:
             unpack_note,
             imported - started,
             loaded - imported,
-            (manifest.get("model") or {}).get("loader", "no model") + (", deferred to before snapshot" if snapshot else ""),
+            (model or {}).get("loader", "no model") + (", deferred to before snapshot" if snapshot else ""),
             threads,
         ),
         file=sys.stderr,
@@ -284,9 +398,10 @@ def warm_up(torch: Any) -> None:
 
 
 def _load_before_snapshot(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> None:
-    global MODEL
+    global MODEL, MODEL_LOADED
     started = time.perf_counter()
     MODEL = load_model(torch, task_root, model)
+    MODEL_LOADED = True
     loaded = time.perf_counter()
     warm_up(torch)
     INIT_TIMINGS.update({"load": loaded - started, "warm_up": time.perf_counter() - loaded})
@@ -308,10 +423,15 @@ def _after_restore(torch: Any) -> None:
         numpy.random.seed()
 
 
-# The loaded model: set during init, or by the before-snapshot hook with SnapStart.
+# The loaded model: set during init, or by the before-snapshot hook with SnapStart (None for a
+# function without one); MODEL_LOADED tells a None model from one not loaded yet.
 MODEL: Any = None
+MODEL_LOADED = False
+_TAKES_MODEL = True
 _user_handler = _init()
 
 
 def handler(event: Any, context: Any) -> Any:
-    return _user_handler(event, context, MODEL)
+    if _TAKES_MODEL:
+        return _user_handler(event, context, MODEL)
+    return _user_handler(event, context)

@@ -36,7 +36,7 @@ torch.save(m.state_dict(), "state-legacy.pt", _use_new_zipfile_serialization=Fal
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const inspect = (file: string) => inspectModel(resolveConfig({ model: file, cacheDir: TEST_CACHE }, dir).model);
+  const inspect = (file: string) => inspectModel(resolveConfig({ model: file, cacheDir: TEST_CACHE }, dir).model!);
 
   for (const file of ['module-protocol4.pt', 'module-legacy.pt']) {
     it(`${file} needs the pickle loader, said at package time`, async () => {

@@ -68,7 +68,8 @@ describe('quantize: dynamic on real models (torch 2.13.0 on this machine)', func
     const resolved = config(model, sampleInput);
     return quantizeModel({
       config: resolved,
-      model: await inspectModel(resolved.model),
+      model: await inspectModel(resolved.model!),
+      sourcePath: resolved.model!.sourcePath,
       torchVersion: TORCH,
       architectures: options.architectures ?? ['x86_64'],
       cache: openCache(TEST_CACHE),
@@ -175,9 +176,9 @@ print(json.dumps(m(torch.tensor(json.load(open("mlp.json")))).flatten().tolist()
   it('a Conv2d-only model gets a notice and ships its float file unchanged', async () => {
     const reporter = recordingReporter();
     const resolved = config({ path: 'conv.pt', factory: 'models:conv' }, 'conv.json');
-    const model = await inspectModel(resolved.model);
+    const model = await inspectModel(resolved.model!);
     const { packaged, report } = await quantizeModel({
-      config: resolved, model, torchVersion: TORCH, architectures: ['x86_64'], cache: openCache(TEST_CACHE), runner: isolatedRunner, reporter,
+      config: resolved, model, sourcePath: resolved.model!.sourcePath, torchVersion: TORCH, architectures: ['x86_64'], cache: openCache(TEST_CACHE), runner: isolatedRunner, reporter,
     });
     assert.equal(report.quantized, false);
     assert.deepEqual(packaged.manifest, model);

@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DEFAULT_TORCH_INDEX_URL } from '../../../lib/config/options';
 import { resolveConfig } from '../../../lib/config/resolve-config';
+import { functionModel } from '../../../lib/config/model-option';
 import { TorchError } from '../../../lib/util/errors';
 
 describe('config', () => {
@@ -19,8 +20,8 @@ describe('config', () => {
 
   it('resolves every default from the model path alone', () => {
     const config = resolveConfig({ model: 'model/model.pt' }, serviceDir);
-    assert.equal(config.model.packagePath, 'model/model.pt');
-    assert.equal(config.model.loader, 'auto');
+    assert.equal(config.model!.packagePath, 'model/model.pt');
+    assert.equal(config.model!.loader, 'auto');
     assert.equal(config.requirementsPath, path.join(serviceDir, 'requirements.txt'));
     assert.equal(config.torchIndexUrl, DEFAULT_TORCH_INDEX_URL);
     assert.equal(config.indexUrl, null);
@@ -41,25 +42,25 @@ describe('config', () => {
 
   it('takes the object form of the model', () => {
     const config = resolveConfig({ model: { path: 'model/model.pt', loader: 'state_dict', factory: 'net:build' } }, serviceDir);
-    assert.equal(config.model.loader, 'state_dict');
-    assert.equal(config.model.factory, 'net:build');
+    assert.equal(config.model!.loader, 'state_dict');
+    assert.equal(config.model!.factory, 'net:build');
   });
 
   it('takes loader: weights, the weights-only load that auto picks when there is no factory', () => {
-    assert.equal(resolveConfig({ model: { path: 'model/model.pt', loader: 'weights' } }, serviceDir).model.loader, 'weights');
+    assert.equal(resolveConfig({ model: { path: 'model/model.pt', loader: 'weights' } }, serviceDir).model!.loader, 'weights');
   });
 
   // Each mistake a user makes ends in one error whose message names the wrong value and the fix.
   const mistakes: [string, unknown, string, RegExp][] = [
-    ['custom.torch missing', undefined, 'TORCH_CONFIG_MISSING', /model: model\/model\.pt/],
     ['custom.torch not an object', 'model.pt', 'TORCH_CONFIG_INVALID', /"model\.pt"/],
-    ['model missing', {}, 'TORCH_MODEL_NOT_SET', /custom\.torch\.model/],
     ['model file missing', { model: 'model/missing.pt' }, 'TORCH_MODEL_NOT_FOUND', /missing\.pt.*does not exist/],
-    ['model is a directory', { model: 'model/dir.pt' }, 'TORCH_MODEL_NOT_A_FILE', /dir\.pt/],
+    ['loader options of another loader', { model: { path: 'model/model.pt', loader: 'torchscript', class: 'AutoModel' } }, 'TORCH_CONFIG_INVALID', /sets class, which only the transformers loader reads/],
+    ['custom loader without load', { model: { path: 'model/model.pt', loader: 'custom' } }, 'TORCH_MODEL_LOAD_REQUIRED', /load: "module:function"/],
+    ['tokenizer not an Auto class name', { model: { path: 'model', loader: 'transformers', tokenizer: 'Auto Tokenizer' } }, 'TORCH_CONFIG_INVALID', /custom\.torch\.model\.tokenizer is "Auto Tokenizer"/],
     ['model outside the service', { model: '../elsewhere.pt' }, 'TORCH_MODEL_OUTSIDE_SERVICE', /elsewhere\.pt/],
     ['typo in an option', { model: 'model/model.pt', modle: 'x' }, 'TORCH_CONFIG_UNKNOWN_OPTION', /modle.*Did you mean "model"/],
     ['typo in a model option', { model: { path: 'model/model.pt', fatcory: 'a:b' } }, 'TORCH_CONFIG_UNKNOWN_OPTION', /fatcory.*"factory"/],
-    ['unknown loader', { model: { path: 'model/model.pt', loader: 'onnx' } }, 'TORCH_CONFIG_INVALID', /"onnx".*auto, torchscript, weights, state_dict, pickle/],
+    ['unknown loader', { model: { path: 'model/model.pt', loader: 'onnx' } }, 'TORCH_CONFIG_INVALID', /"onnx".*auto, torchscript, weights, state_dict, pickle, safetensors, export, transformers, custom/],
     ['state_dict without factory', { model: { path: 'model/model.pt', loader: 'state_dict' } }, 'TORCH_MODEL_FACTORY_REQUIRED', /factory/],
     ['factory not module:function', { model: { path: 'model/model.pt', factory: 'net.build' } }, 'TORCH_CONFIG_INVALID', /"net\.build"/],
     ['torchVersion not a version', { model: 'model/model.pt', torchVersion: 'latest' }, 'TORCH_CONFIG_INVALID', /"latest"/],
@@ -86,4 +87,29 @@ describe('config', () => {
       );
     });
   }
+
+  describe('the model of each torch function', () => {
+    const defaults = (raw: unknown) => resolveConfig(raw, serviceDir);
+
+    it('is its own (functions.X.torch.model), the service default, or none (false)', () => {
+      const config = defaults({ model: 'model/model.pt' });
+      assert.equal(functionModel(undefined, 'predict', config)!.packagePath, 'model/model.pt');
+      assert.equal(functionModel(true, 'predict', config)!.packagePath, 'model/model.pt');
+      const own = functionModel({ model: { path: 'model', loader: 'custom', load: 'loaders:load' } }, 'embed', config)!;
+      assert.deepEqual([own.packagePath, own.isDirectory, own.option], ['model', true, 'functions.embed.torch.model']);
+      assert.equal(functionModel({ model: false }, 'tokenize', config), null);
+      assert.equal(functionModel(undefined, 'tokenize', defaults({ model: false })), null);
+    });
+
+    it('is required: without custom.torch the error shows how to add it', () => {
+      assert.throws(() => functionModel(undefined, 'predict', defaults(undefined)), { code: 'TORCH_CONFIG_MISSING', message: /"predict" uses torch but has no model.*model: model\/model\.pt/s });
+      assert.throws(() => functionModel(undefined, 'predict', defaults({})), { code: 'TORCH_MODEL_NOT_SET', message: /functions\.predict\.torch\.model/ });
+    });
+
+    it('names the function in its mistakes', () => {
+      assert.throws(() => functionModel({ model: 'model/missing.pt' }, 'embed', defaults({})), { code: 'TORCH_MODEL_NOT_FOUND', message: /functions\.embed\.torch\.model is "model\/missing\.pt"/ });
+      assert.throws(() => functionModel({ modle: 'x' }, 'embed', defaults({})), { code: 'TORCH_CONFIG_UNKNOWN_OPTION', message: /functions\.embed\.torch\.modle.*"model"/ });
+      assert.throws(() => functionModel('yes', 'embed', defaults({})), { code: 'TORCH_CONFIG_INVALID', message: /functions\.embed\.torch is "yes".*true, false or \{ model \}/ });
+    });
+  });
 });

@@ -27,17 +27,24 @@ describe('model safety', () => {
   ];
   for (const [loader, torchVersion, allowUnsafeTorch, refused, warnings] of decisions) {
     it(`loader ${loader} on torch ${torchVersion}${allowUnsafeTorch ? ' with allowUnsafeTorch' : ''} is ${refused ? 'refused' : 'packaged'} with ${warnings} warning(s)`, () => {
-      const safety = checkLoaderSafety({ loader, torchVersion, allowUnsafeTorch, modelPath: 'model/model.pt' });
+      const safety = checkLoaderSafety({ loader, pickledWeights: loader !== 'torchscript', torchVersion, allowUnsafeTorch, modelPath: 'model/model.pt' });
       assert.equal(safety.refusal !== null, refused);
       assert.equal(safety.warnings.length, warnings);
     });
   }
 
   it('a refusal names the version, the advisories, the loader and every way out', () => {
-    const { refusal } = checkLoaderSafety({ loader: 'state_dict', torchVersion: '2.5.1+cpu', allowUnsafeTorch: false, modelPath: 'model/model.pt' });
+    const { refusal } = checkLoaderSafety({ loader: 'state_dict', pickledWeights: true, torchVersion: '2.5.1+cpu', allowUnsafeTorch: false, modelPath: 'model/model.pt' });
     assert.equal(refusal?.code, 'TORCH_UNSAFE_TORCH_VERSION');
     assert.match(refusal!.message, /torch 2\.5\.1\+cpu has CVE-2025-32434 .* and CVE-2026-24747 .*loader state_dict.*model\/model\.pt/);
     assert.match(refusal!.message, /Use torch 2\.10\.0 or newer.*loader: torchscript.*allowUnsafeTorch: true/);
+  });
+
+  it('safetensors, torch.export programs and transformers directories with safetensors weights are not judged by the weights-only bypasses', () => {
+    for (const loader of ['safetensors', 'export', 'transformers', 'custom'] as const) {
+      assert.equal(checkLoaderSafety({ loader, pickledWeights: false, torchVersion: '2.5.1', allowUnsafeTorch: false, modelPath: 'm' }).refusal, null, loader);
+    }
+    assert.notEqual(checkLoaderSafety({ loader: 'transformers', pickledWeights: true, torchVersion: '2.5.1', allowUnsafeTorch: false, modelPath: 'm' }).refusal, null, 'pytorch_model.bin');
   });
 
   it('reads the version of an exact pin only', () => {

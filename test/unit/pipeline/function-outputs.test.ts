@@ -32,12 +32,12 @@ function service(options: { functionBytes: number; layerBytes: number; tmpBytes:
   };
   const layer = (name: string, unzippedBytes: number) => ({ name, layerName: `svc-dev-${name}`, artifact: `/out/${name}.zip`, runtime: 'python3.12', architecture: 'x86_64', description: '', bytes: 1, unzippedBytes });
   return {
-    contents: new Map([['fn.zip', { entries: [], unzippedBytes: options.functionBytes, modelBytes: options.functionBytes / 2 }]]),
+    contents: new Map([['fn.zip', { entries: [], unzippedBytes: options.functionBytes, modelBytes: options.functionBytes / 2, handlerForms: { predict: 'event-context-model' as const } }]]),
     zips: new Map([['fn.zip', { path: '/out/fn.zip', bytes: 1 }]]),
     trees: new Map([['python3.12-x86_64', { torch: { version: '2.13.0+cpu', wheel: 'torch.whl' }, bytecode: { compiled: 1, bytes: 1, failed: [], python: 'python3.12' } } as unknown as DependencyTree]]),
     layers: new Map([['python3.12-x86_64', { built, outputs: [layer('deps', options.layerBytes / 2), layer('packed', options.layerBytes / 2)] }]]),
-    model: { manifest: { path: 'model.pt', loader: 'weights', factory: null, sha256: '', bytes: options.functionBytes / 2 }, source: '/svc/model.pt' },
-    quantization: null,
+    packaged: new Map([['m1', { manifest: { id: 'm1', kind: 'file' as const, path: 'model.pt', loader: 'weights' as const, factory: null, sha256: '', bytes: options.functionBytes / 2 }, source: '/svc/model.pt' }]]),
+    quantization: new Map(),
   };
 }
 
@@ -51,6 +51,7 @@ const fn = (overrides: Partial<TorchFunction> = {}): TorchFunction => ({
   ephemeralStorageSize: null,
   files: [],
   artifactName: 'fn.zip',
+  model: null,
   ...overrides,
 });
 
@@ -59,9 +60,9 @@ describe('function outputs, from built sizes', () => {
 
   it('raises /tmp (ephemeralStorageSize) only when the unpacked dependencies need more than 512 MB, and says so', () => {
     const reporter = recordingReporter();
-    const small = functionOutput({ fn: fn(), target }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 300 * MiB }), reporter);
+    const small = functionOutput({ fn: fn(), target, modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 300 * MiB }), reporter);
     assert.equal(small.ephemeralStorageSize, null);
-    const large = functionOutput({ fn: fn(), target }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 600 * MiB }), reporter);
+    const large = functionOutput({ fn: fn(), target, modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 600 * MiB }), reporter);
     assert.equal(large.ephemeralStorageSize, 664);
     assert.equal(large.report.ephemeralStorageSize, 664);
     assert.ok(reporter.said.some((message) => /\/tmp set to 664 MB/.test(message)), reporter.said.join('\n'));
@@ -69,17 +70,17 @@ describe('function outputs, from built sizes', () => {
 
   it('refuses a function that passes the limit with its layers, naming both sizes', () => {
     assert.throws(
-      () => functionOutput({ fn: fn(), target }, service({ functionBytes: 60 * MiB, layerBytes: UNZIPPED_LIMIT - 50 * MiB, tmpBytes: 0 }), recordingReporter()),
+      () => functionOutput({ fn: fn(), target, modelId: 'm1' }, service({ functionBytes: 60 * MiB, layerBytes: UNZIPPED_LIMIT - 50 * MiB, tmpBytes: 0 }), recordingReporter()),
       { code: 'TORCH_PACKAGE_TOO_LARGE', message: /comes to \d+ bytes unzipped with its layers/ },
     );
   });
 
   it('warns about the init budget at a small memory size, and not for SnapStart functions', () => {
     const lean = recordingReporter();
-    functionOutput({ fn: fn({ memorySize: 512 }), target }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), lean);
+    functionOutput({ fn: fn({ memorySize: 512 }), target, modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), lean);
     assert.ok(lean.said.some((message) => /init limit/.test(message)), lean.said.join('\n'));
     const snap = recordingReporter();
-    functionOutput({ fn: fn({ memorySize: 512, snapStart: true }), target }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), snap);
+    functionOutput({ fn: fn({ memorySize: 512, snapStart: true }), target, modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), snap);
     assert.ok(!snap.said.some((message) => /init limit/.test(message)));
   });
 });
@@ -88,7 +89,7 @@ describe('memory for torch', () => {
   const target = targetPlatform('python3.12', 'x86_64');
   const said = (memorySize: number, functionBytes: number) => {
     const reporter = recordingReporter();
-    functionOutput({ fn: fn({ memorySize }), target }, service({ functionBytes, layerBytes: 200 * MiB, tmpBytes: 0 }), reporter);
+    functionOutput({ fn: fn({ memorySize }), target, modelId: 'm1' }, service({ functionBytes, layerBytes: 200 * MiB, tmpBytes: 0 }), reporter);
     return reporter.said.filter((message) => /keep resident/.test(message));
   };
 
@@ -106,7 +107,7 @@ describe('memory for torch', () => {
 
 describe('the package report', () => {
   it('says which tools of the build machine shaped the layers, since they are in the cache key', () => {
-    const output = functionOutput({ fn: fn(), target: targetPlatform('python3.12', 'x86_64') }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 0 }), recordingReporter());
+    const output = functionOutput({ fn: fn(), target: targetPlatform('python3.12', 'x86_64'), modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 0 }), recordingReporter());
     const text = formatReport(output.report);
     assert.match(text, /layers built with: symbols kept \(no strip tool for the target here\); bytecode compiled by python3\.12/);
     assert.match(formatReport({ ...output.report, buildTools: { strip: 'llvm-strip', bytecode: null } }), /symbols stripped with llvm-strip; no bytecode/);

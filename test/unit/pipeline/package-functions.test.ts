@@ -41,6 +41,7 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
     ephemeralStorageSize: null,
     files: ['handler.py', 'requirements.txt'],
     artifactName: 'svc-torch.zip',
+    model: config().model,
     ...overrides,
   });
 
@@ -49,7 +50,8 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
     const output = await packageTorchFunctions({ config: config(), functions: [fn('predict')], naming, outputDir, runner: pip.runner, reporter: silentReporter });
     const [predict] = output.functions;
     assert.equal(predict.handler, 'serverless_torch.shim.handler');
-    assert.deepEqual(predict.environment, { SERVERLESS_TORCH_HANDLER: 'handler.predict' });
+    assert.equal(predict.environment.SERVERLESS_TORCH_HANDLER, 'handler.predict');
+    assert.match(predict.environment.SERVERLESS_TORCH_MODEL, /^m[0-9a-f]{12}$/);
     assert.deepEqual(predict.layers, ['torchDepsPy311X8664']);
     const names = (await readZipIndex(predict.artifact)).map((entry) => entry.name);
     for (const name of ['handler.py', 'model.pt', 'serverless_torch/shim.py', 'serverless_torch/unpack.py', 'serverless_torch/manifest.json']) {
@@ -57,7 +59,9 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
     }
     assert.ok(!names.includes('serverless_torch/invoke_local.py'), 'the local runner never ships');
     const manifest = JSON.parse((await readZipEntry(predict.artifact, 'serverless_torch/manifest.json')).toString('utf8'));
-    assert.equal(manifest.model.loader, 'weights');
+    assert.equal(manifest.format, 2);
+    assert.deepEqual(Object.keys(manifest.models), [predict.environment.SERVERLESS_TORCH_MODEL]);
+    assert.equal(manifest.models[predict.environment.SERVERLESS_TORCH_MODEL].loader, 'weights');
     const layerFiles = (await readZipIndex(output.layers[0].artifact)).map((entry) => entry.name);
     assert.ok(layerFiles.includes('python/torch/lib/libtorch_cpu.so'));
     assert.ok(!layerFiles.some((name) => name.startsWith('python/torch/test/')));
@@ -92,9 +96,9 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
   });
 
   it('plans functions without running anything: a missing handler module is named', () => {
-    const model = { manifest: { path: 'model.pt', loader: 'weights' as const, factory: null, sha256: '0'.repeat(64), bytes: 10 }, source: path.join(service, 'model.pt') };
+    const models = { byId: new Map(), ofFunction: new Map() };
     assert.throws(
-      () => planFunctions({ config: config(), functions: [fn('predict', { handler: 'missing.predict' })], model, reporter: silentReporter }),
+      () => planFunctions({ config: config(), functions: [fn('predict', { handler: 'missing.predict', model: null })], models, reporter: silentReporter }),
       { code: 'TORCH_HANDLER_NOT_FOUND', message: /missing\.py is not in the package/ },
     );
   });
