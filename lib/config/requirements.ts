@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
 import { satisfies } from '../resolve/version';
 import { TorchError } from '../util/errors';
 import { normaliseProjectName } from '../util/project-name';
@@ -205,8 +206,56 @@ export function parseRequirements(
   return finish(gathered, torchVersion, fileLabel);
 }
 
+/**
+ * Where the service's requirements are: requirements.txt, else the PEP 621 dependencies of
+ * pyproject.toml, else none. A service whose dependencies live only in another tool's format
+ * (Poetry, uv or Pipenv lock files) is told what to export.
+ */
+export function findRequirements(serviceDir: string): string | null {
+  const at = (name: string) => path.join(serviceDir, name);
+  if (fs.existsSync(at('requirements.txt'))) return at('requirements.txt');
+  const pyproject = fs.existsSync(at('pyproject.toml')) ? readPyproject(at('pyproject.toml')) : null;
+  if (pyproject && projectDependencies(pyproject, at('pyproject.toml')) !== null) return at('pyproject.toml');
+  const poetry = (pyproject?.tool as { poetry?: { dependencies?: unknown } } | undefined)?.poetry?.dependencies !== undefined;
+  const other = [
+    { file: 'poetry.lock', exists: poetry || fs.existsSync(at('poetry.lock')), export: 'poetry export -f requirements.txt -o requirements.txt' },
+    { file: 'uv.lock', exists: fs.existsSync(at('uv.lock')), export: 'uv export --format requirements-txt -o requirements.txt' },
+    { file: 'Pipfile', exists: fs.existsSync(at('Pipfile')), export: 'pipenv requirements > requirements.txt' },
+  ].find(({ exists }) => exists);
+  if (!other) return null;
+  throw new TorchError(
+    'TORCH_REQUIREMENTS_UNSUPPORTED',
+    `The service's dependencies are in ${other.file === 'poetry.lock' && poetry ? "pyproject.toml's [tool.poetry]" : other.file}, which serverless-torch ` +
+      'does not read: it reads requirements.txt, or the [project].dependencies (PEP 621) of pyproject.toml. ' +
+      `Export them with "${other.export}", or set custom.torch.requirements to such a file.`,
+  );
+}
+
+function readPyproject(file: string): Record<string, unknown> {
+  try {
+    return parseToml(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (error) {
+    throw new TorchError('TORCH_REQUIREMENTS_INVALID', `${file} is not valid TOML (${(error as Error).message}). Fix it, or point custom.torch.requirements at a requirements file.`, { cause: error });
+  }
+}
+
+/** The PEP 621 dependencies of a parsed pyproject.toml, or null when its [project] table has none. */
+function projectDependencies(parsed: Record<string, unknown>, file: string): string[] | null {
+  const dependencies = (parsed.project as { dependencies?: unknown } | undefined)?.dependencies;
+  if (dependencies === undefined) return null;
+  if (!Array.isArray(dependencies) || dependencies.some((line) => typeof line !== 'string')) {
+    throw new TorchError('TORCH_REQUIREMENTS_INVALID', `${file}: [project].dependencies must be a list of requirement strings (PEP 621).`);
+  }
+  return dependencies as string[];
+}
+
 export function readRequirements(requirementsPath: string | null, torchVersion: string | null): Requirements {
   if (requirementsPath === null) return parseRequirements('', process.cwd(), torchVersion);
+  if (path.basename(requirementsPath) === 'pyproject.toml') {
+    const lines = projectDependencies(readPyproject(requirementsPath), requirementsPath);
+    if (lines === null) throw new TorchError('TORCH_REQUIREMENTS_INVALID', `${requirementsPath} has no [project].dependencies (PEP 621) to read.`);
+    return parseRequirements(lines.join('\n'), path.dirname(requirementsPath), torchVersion, 'pyproject.toml [project].dependencies');
+  }
   const gathered = new Gathered(onDisk, path.dirname(requirementsPath));
   readFile(gathered, requirementsPath, false, null);
   return finish(gathered, torchVersion, path.basename(requirementsPath));

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { TorchError } from '../util/errors';
 import { checkGlobs, checkString, checkUrl, describe, invalid, unknownOption } from './checks';
 import { resolveModel } from './model-option';
+import { findRequirements } from './requirements';
 import { DEFAULT_TORCH_INDEX_URL, ResolvedConfig } from './options';
 import { TOP_LEVEL_OPTIONS } from './schema';
 
@@ -46,13 +47,10 @@ export function resolveConfig(raw: unknown, serviceDir: string): ResolvedConfig 
   };
 }
 
-/** requirements.txt when it exists and nothing is said; the file given, which must exist; none for false. */
+/** What the service's requirements are in when nothing is said (lib/config/requirements.ts); the file given, which must exist; none for false. */
 function resolveRequirementsPath(value: unknown, serviceDir: string): string | null {
   if (value === false) return null;
-  if (value === undefined) {
-    const candidate = path.join(serviceDir, 'requirements.txt');
-    return fs.existsSync(candidate) ? candidate : null;
-  }
+  if (value === undefined) return findRequirements(serviceDir);
   const given = checkString('requirements', value);
   if (given === undefined) throw invalid('requirements', value, 'a file path or false');
   const requirementsPath = path.resolve(serviceDir, given);

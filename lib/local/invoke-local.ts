@@ -80,7 +80,7 @@ export async function invokePackaged(options: {
     functionName: options.functionName,
     memorySize: options.memorySize,
     timeout: options.timeout,
-    handler: packaged.environment.SERVERLESS_TORCH_HANDLER,
+    packagedEnvironment: packaged.environment,
   });
   reporter.verbose(`invoke local: ${((Date.now() - started) / 1000).toFixed(1)} s including cold start`);
   const outcome = outcomes[0];

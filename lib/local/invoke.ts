@@ -23,7 +23,8 @@ export async function runInvocations(options: {
   functionName: string;
   memorySize: number;
   timeout: number;
-  handler: string;
+  /** What the plugin set in the function's environment (SERVERLESS_TORCH_HANDLER, SERVERLESS_TORCH_MODEL). */
+  packagedEnvironment: Record<string, string>;
   stdout?: NodeJS.WritableStream;
   stderr?: NodeJS.WritableStream;
 }): Promise<{ outcomes: InvokeOutcome[]; exitCode: number }> {
@@ -42,7 +43,7 @@ export async function runInvocations(options: {
     AWS_LAMBDA_FUNCTION_VERSION: '$LATEST',
     SERVERLESS_TORCH_OPT_DIR: layout.optDir,
     SERVERLESS_TORCH_TMP_DIR: layout.tmpDir,
-    SERVERLESS_TORCH_HANDLER: options.handler,
+    ...options.packagedEnvironment,
     SERVERLESS_TORCH_RESULT_FD: '3',
     ...(options.context && typeof options.context === 'object' ? { SERVERLESS_TORCH_CONTEXT: JSON.stringify(options.context) } : {}),
   };

@@ -9,6 +9,16 @@ import { ModelManifest } from './inspect';
 /** torch.export.save and torch.export.load first shipped in torch 2.1. */
 const EXPORT_SINCE = '2.1.0';
 
+/** A torch.export program needs a torch with torch.export.load: said as soon as the torch version is known. */
+export function checkExportSupported(model: ModelManifest, torchVersion: string): void {
+  if (model.loader !== 'export' || compareReleases(releaseOf(torchVersion), releaseOf(EXPORT_SINCE)) >= 0) return;
+  throw new TorchError(
+    'TORCH_EXPORT_UNSUPPORTED',
+    `${model.path} is a torch.export program, but the functions run torch ${torchVersion}, which has no torch.export.load ` +
+      `(torch ${EXPORT_SINCE} and later). Pin a newer torch, or save the model with torch.jit.save.`,
+  );
+}
+
 /** The Auto classes the resolved transformers defines (transformers/models/auto/*.py). */
 function autoClasses(tree: DependencyTree): Set<string> {
   const dir = path.join(tree.dir, 'transformers', 'models', 'auto');
@@ -31,13 +41,7 @@ function hasPackage(tree: DependencyTree, name: string): boolean {
 export function checkModelsAgainstTree(models: ModelManifest[], tree: DependencyTree): void {
   const where = `${tree.target.runtime} ${tree.target.architecture}`;
   for (const model of models) {
-    if (model.loader === 'export' && compareReleases(releaseOf(tree.torch.version), releaseOf(EXPORT_SINCE)) < 0) {
-      throw new TorchError(
-        'TORCH_EXPORT_UNSUPPORTED',
-        `${model.path} is a torch.export program, but the functions run torch ${tree.torch.version}, which has no torch.export.load ` +
-          `(torch ${EXPORT_SINCE} and later). Pin a newer torch, or save the model with torch.jit.save.`,
-      );
-    }
+    checkExportSupported(model, tree.torch.version);
     for (const needed of model.loader === 'transformers' ? ['transformers'] : model.loader === 'safetensors' ? ['safetensors'] : []) {
       if (hasPackage(tree, needed)) continue;
       throw new TorchError(

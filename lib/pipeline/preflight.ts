@@ -3,6 +3,7 @@ import { Requirements, readRequirements } from '../config/requirements';
 import { ModelManifest, inspectModel, loadsPickledWeights } from '../model/inspect';
 import { checkQuantizable, notQuantizedBecause } from '../model/quantize';
 import { checkLoaderSafety } from '../model/safety';
+import { checkExportSupported } from '../model/tree-checks';
 import { pinnedVersion } from '../resolve/version';
 import { TorchError } from '../util/errors';
 import { normaliseProjectName } from '../util/project-name';
@@ -81,6 +82,7 @@ export async function preflight(options: { config: ResolvedConfig; functions: To
   requirements = requirementsForLoaders(requirements, manifests, reporter);
   const pinned = pinnedVersion(requirements.torchSpecifier);
   for (const model of manifests) {
+    if (pinned) checkExportSupported(model, pinned);
     if (pinned) {
       const { refusal } = checkLoaderSafety({ loader: model.loader, pickledWeights: loadsPickledWeights(model), torchVersion: pinned, allowUnsafeTorch: config.allowUnsafeTorch, modelPath: model.path });
       if (refusal) throw refusal;

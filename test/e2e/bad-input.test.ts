@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { writeZip } from '../../lib/zip/write';
 import { runWithTorch } from '../support/host-torch';
 import { Fault, WheelIndex, prepareFixtureWheels, startWheelIndex } from '../support/wheel-index';
 import { TEST_CACHE, makeService, runSls, serviceYaml } from '../support/sls';
@@ -58,14 +59,14 @@ const BAD_INPUTS: BadInput[] = [
     name: 'a function flag that is not a boolean',
     yaml: () => ({ functions: '  predict:\n    handler: handler.predict\n    torch: yes' }),
     code: 'TORCH_CONFIG_INVALID',
-    message: /functions\.predict\.torch is "yes", but it must be true or false/,
+    message: /functions\.predict\.torch is "yes", but it must be true, false or \{ model \}/,
   },
   {
     name: 'torch: true on a Node.js function',
     yaml: () => ({ functions: '  predict:\n    handler: handler.predict\n  web:\n    handler: web.main\n    runtime: nodejs20.x\n    torch: true' }),
     files: { 'web.js': 'exports.main = async () => ({});\n' },
     code: 'TORCH_UNSUPPORTED_RUNTIME',
-    message: /functions\.web sets "torch: true", but its runtime nodejs20\.x is not Python.*python3\.9.*remove "torch: true"/,
+    message: /functions\.web sets "torch", but its runtime nodejs20\.x is not Python.*python3\.9.*remove its "torch"/,
   },
   {
     name: 'a requirements file that does not exist',
@@ -83,14 +84,50 @@ const BAD_INPUTS: BadInput[] = [
     name: 'a model factory module that is not in the package',
     yaml: () => ({ model: '{ path: model/model.pt, loader: state_dict, factory: "nets:build" }' }),
     code: 'TORCH_MODEL_FACTORY_NOT_FOUND',
-    message: /custom\.torch\.model\.factory is "nets:build", but nets\.py is not in the function package/,
+    message: /the factory of model\/model\.pt is "nets:build", but nets\.py is not in the function package/,
   },
   {
     name: 'a model in a format torch did not write (ONNX)',
     yaml: () => ({ model: 'model/model.onnx' }),
     prepare: (service) => fs.writeFileSync(path.join(service, 'model', 'model.onnx'), Buffer.from('080712076f6e6e782e6a73', 'hex')),
     code: 'TORCH_MODEL_UNKNOWN_FORMAT',
-    message: /custom\.torch\.model model\/model\.onnx is not a file torch\.save or torch\.jit\.save wrote \(it starts with 0x08071207\)\. Save the model with torch\.save/,
+    message: /custom\.torch\.model model\/model\.onnx is not a model file torch or safetensors wrote \(it starts with 0x08071207\)\. Save the model with torch\.save/,
+  },
+  {
+    name: 'a model directory with a loader that reads one file',
+    yaml: () => ({ model: '{ path: model, loader: torchscript }' }),
+    code: 'TORCH_MODEL_DIRECTORY_LOADER',
+    message: /custom\.torch\.model model\/ is a directory, which the torchscript loader cannot read .*loader: transformers.*loader: custom/,
+  },
+  {
+    name: 'a torch.export program (.pt2) with a torch that has no torch.export',
+    yaml: () => ({ model: 'model/program.pt2' }),
+    files: { 'requirements.txt': 'torch==2.0.1\n' },
+    prepare: async (service) => {
+      await writeZip(path.join(service, 'model', 'program.pt2'), [{ name: 'program/archive_format', source: { data: Buffer.from('pt2') } }]);
+    },
+    code: 'TORCH_EXPORT_UNSUPPORTED',
+    message: /model\/program\.pt2 is a torch\.export program, but the functions run torch 2\.0\.1, which has no torch\.export\.load \(torch 2\.1\.0 and later\)/,
+  },
+  {
+    name: 'a Hugging Face model without transformers in the requirements',
+    yaml: () => ({ model: '{ path: model/minilm, class: AutoModelForSequenceClassification }' }),
+    files: { 'model/minilm/config.json': '{"model_type": "bert"}' },
+    code: 'TORCH_MODEL_NEEDS_REQUIREMENT',
+    message: /model\/minilm is loaded with the transformers loader, but the requirements do not name transformers\. Add a line such as "transformers==/,
+  },
+  {
+    name: 'a custom load function the module does not define',
+    yaml: () => ({ model: '{ path: model/model.pt, loader: custom, load: "net:load_it" }' }),
+    code: 'TORCH_MODEL_FACTORY_NOT_FOUND',
+    message: /the load function of model\/model\.pt is "net:load_it", but net\.py defines no load_it/,
+  },
+  {
+    name: 'a handler that takes only the event',
+    yaml: () => ({ functions: '  predict:\n    handler: lone.predict' }),
+    files: { 'lone.py': 'def predict(event):\n    return 1\n' },
+    code: 'TORCH_HANDLER_SIGNATURE',
+    message: /Function "predict" has handler "lone\.predict", whose predict\(\) takes 1 argument, but Lambda calls a handler with the event and the context/,
   },
   {
     name: 'a pickled nn.Module with the default loader',
@@ -106,7 +143,7 @@ const BAD_INPUTS: BadInput[] = [
     yaml: () => ({ model: '{ path: model/huge.pt, loader: state_dict, factory: "net:build" }' }),
     prepare: (service) => sparseModel(path.join(service, 'model', 'huge.pt'), 270_000_000),
     code: 'TORCH_PACKAGE_TOO_LARGE',
-    message: /Function "predict" is 270,0\d\d,\d{3} bytes unzipped before any dependency \(model model\/huge\.pt 270,000,000\), over Lambda's limit of 262,144,000 bytes for code plus layers\. Shrink the model/,
+    message: /Function "predict" is 270,0\d\d,\d{3} bytes unzipped before any dependency \(models 270,000,000\), over Lambda's limit of 262,144,000 bytes for code plus layers\. Shrink the model/,
   },
   {
     name: 'a torch version the index does not have',

@@ -92,7 +92,7 @@ describe('integrity: --hash pins and the model digest (real CLI)', function () {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-layout-'));
     cleanup.push(root);
     const layout = await layOutPackaged(fn, root, packaged.cacheDir);
-    const { outcomes } = await invokeExample(layout, fn.handler, [EVENT]);
+    const { outcomes } = await invokeExample(layout, fn.environment, [EVENT]);
     assert.equal((outcomes[0].result as { predictions: number[] }).predictions.length, EVENT.inputs.length);
   });
 
@@ -117,7 +117,7 @@ dst.close()`,
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'serverless-torch-layout-'));
     cleanup.push(root);
     const layout = await layOutPackaged(fn, root, packaged.cacheDir, tampered);
-    const { outcomes, exitCode } = await invokeExample(layout, fn.handler, [EVENT]);
+    const { outcomes, exitCode } = await invokeExample(layout, fn.environment, [EVENT]);
     assert.equal(exitCode, 1);
     assert.equal(outcomes.length, 1);
     const initError = outcomes[0].initError!;

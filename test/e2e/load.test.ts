@@ -37,7 +37,7 @@ describe('load: 1,000 invocations in one warm process (packaged example, invoke-
     // One in ten raises in the user's handler (a ValueError for a row of 2 values instead of 64).
     const events = Array.from({ length: INVOCATIONS }, (_, i) => (i % 10 === 9 ? BAD_EVENT : EVENT));
     const started = Date.now();
-    ({ outcomes, exitCode } = await invokeExample(layout, fn.handler, events, { SERVERLESS_TORCH_REPORT_RSS: '1' }));
+    ({ outcomes, exitCode } = await invokeExample(layout, fn.environment, events, { SERVERLESS_TORCH_REPORT_RSS: '1' }));
     process.stdout.write(`        ${INVOCATIONS} invocations in ${((Date.now() - started) / 1000).toFixed(1)} s including the cold start\n`);
   });
 

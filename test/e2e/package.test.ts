@@ -167,6 +167,7 @@ for info in zipfile.ZipFile(sys.argv[1]).infolist():
             SERVERLESS_TORCH_OPT_DIR: path.join(root, 'opt'),
             SERVERLESS_TORCH_TMP_DIR: path.join(root, 'tmp'),
             SERVERLESS_TORCH_HANDLER: 'handler.predict',
+            SERVERLESS_TORCH_MODEL: template.Resources.PredictLambdaFunction.Properties.Environment.Variables.SERVERLESS_TORCH_MODEL,
             SERVERLESS_TORCH_RESULT_FD: '1',
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '3008',
           },

@@ -23,6 +23,15 @@ function zipMember(zipPath: string, member: string): Buffer {
   });
 }
 
+/** The one model a manifest.json (format 2) lists. */
+function onlyModel(manifestJson: Buffer): any {
+  const manifest = JSON.parse(manifestJson.toString('utf8'));
+  assert.equal(manifest.format, 2);
+  const models = Object.values(manifest.models);
+  assert.equal(models.length, 1);
+  return models[0];
+}
+
 describe('quantize: dynamic end to end (real CLI, torch 2.13.0)', function () {
   let index: WheelIndex;
   let service: string;
@@ -47,14 +56,14 @@ describe('quantize: dynamic end to end (real CLI, torch 2.13.0)', function () {
   });
 
   it('ships the quantized model at the configured path, with its own sha256 and how to load it', () => {
-    const manifest = JSON.parse(zipMember(zipPath(), 'serverless_torch/manifest.json').toString('utf8'));
+    const manifest = onlyModel(zipMember(zipPath(), 'serverless_torch/manifest.json'));
     const model = zipMember(zipPath(), 'model/model.pt');
     const original = fs.readFileSync(path.join(service, 'model', 'model.pt'));
-    assert.equal(manifest.model.path, 'model/model.pt');
-    assert.equal(manifest.model.loader, 'state_dict');
-    assert.equal(manifest.model.factory, 'net:build');
-    assert.deepEqual(manifest.model.quantized, { dtype: 'qint8', modules: ['Linear', 'LSTM', 'GRU'], engines: { aarch64: 'qnnpack' } });
-    assert.equal(manifest.model.sha256, sha256(model));
+    assert.equal(manifest.path, 'model/model.pt');
+    assert.equal(manifest.loader, 'state_dict');
+    assert.equal(manifest.factory, 'net:build');
+    assert.deepEqual(manifest.quantized, { dtype: 'qint8', modules: ['Linear', 'LSTM', 'GRU'], engines: { aarch64: 'qnnpack' } });
+    assert.equal(manifest.sha256, sha256(model));
     assert.ok(model.length < original.length / 2, `${original.length} → ${model.length} bytes`);
     assert.equal(sha256(fs.readFileSync(path.join(service, 'model', 'model.pt'))), sha256(original), "the user's file is untouched");
   });
@@ -129,9 +138,9 @@ json.dump({"inputs": torch.randn(2, 7, 32).tolist()}, open("lstm-event.json", "w
       const packagedRun = await runSls('serverless', ['package'], other);
       assert.equal(packagedRun.code, 0, packagedRun.stderr);
       const zip = path.join(other, '.serverless', 'digits-torch.zip');
-      const manifest = JSON.parse(zipMember(zip, 'serverless_torch/manifest.json').toString('utf8'));
-      assert.equal(manifest.model.loader, 'torchscript');
-      assert.equal(manifest.model.factory, null);
+      const manifest = onlyModel(zipMember(zip, 'serverless_torch/manifest.json'));
+      assert.equal(manifest.loader, 'torchscript');
+      assert.equal(manifest.factory, null);
       const packaged = path.join(other, 'packaged-lstm.pt');
       fs.writeFileSync(packaged, zipMember(zip, 'model/lstm.pt'));
       const direct = JSON.parse(
@@ -169,8 +178,8 @@ with torch.inference_mode():
       assert.match(output, /nothing quantized \(no Linear, LSTM or GRU layers\); the float model ships/);
       const zip = path.join(other, '.serverless', 'digits-torch.zip');
       assert.equal(sha256(zipMember(zip, 'model/conv.pt')), sha256(fs.readFileSync(path.join(other, 'model', 'conv.pt'))));
-      const manifest = JSON.parse(zipMember(zip, 'serverless_torch/manifest.json').toString('utf8'));
-      assert.equal(manifest.model.quantized, undefined);
+      const manifest = onlyModel(zipMember(zip, 'serverless_torch/manifest.json'));
+      assert.equal(manifest.quantized, undefined);
     } finally {
       fs.rmSync(other, { recursive: true, force: true });
     }

@@ -13,8 +13,8 @@ export interface PackagedFunction {
   functionZip: string;
   /** Its layer zips, in the order the function lists them. */
   layerZips: string[];
-  /** The user's handler, as the shim reads it from SERVERLESS_TORCH_HANDLER. */
-  handler: string;
+  /** What the plugin set in the function's environment: the user's handler and the model's id. */
+  environment: Record<string, string>;
 }
 
 /** What `sls package` made for one function, read from .serverless/serverless-state.json. */
@@ -31,7 +31,8 @@ export function packagedFunction(service: string, name: string): PackagedFunctio
       const key = Object.keys(layers).find((candidate) => `${candidate.charAt(0).toUpperCase()}${candidate.slice(1)}LambdaLayer` === layer.Ref)!;
       return path.resolve(service, layers[key].package.artifact);
     });
-  return { functionZip: path.resolve(service, fn.package.artifact), layerZips, handler: fn.environment.SERVERLESS_TORCH_HANDLER };
+  const { SERVERLESS_TORCH_HANDLER, SERVERLESS_TORCH_MODEL } = fn.environment;
+  return { functionZip: path.resolve(service, fn.package.artifact), layerZips, environment: { SERVERLESS_TORCH_HANDLER, ...(SERVERLESS_TORCH_MODEL ? { SERVERLESS_TORCH_MODEL } : {}) } };
 }
 
 /** The packaged function unzipped as Lambda would (/var/task, /opt, /tmp under `root`). */
@@ -49,7 +50,7 @@ export function python311(): Promise<Interpreter> {
  */
 export async function invokeExample(
   layout: LambdaLayout,
-  handler: string,
+  packagedEnvironment: Record<string, string>,
   events: unknown[],
   environment: Record<string, string> = {},
 ): Promise<{ outcomes: InvokeOutcome[]; exitCode: number }> {
@@ -61,7 +62,7 @@ export async function invokeExample(
     functionName: 'predict',
     memorySize: 3008,
     timeout: 30,
-    handler,
+    packagedEnvironment,
     stdout: fs.createWriteStream(os.devNull),
     stderr: fs.createWriteStream(os.devNull),
   });

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { RequirementFiles, parseRequirements } from '../../../lib/config/requirements';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { RequirementFiles, findRequirements, parseRequirements, readRequirements } from '../../../lib/config/requirements';
 import { TorchError } from '../../../lib/util/errors';
 
 /** Files in memory: text by absolute path, and what describe() says of local artifacts. */
@@ -109,4 +112,38 @@ describe('requirements', () => {
   it('refuses two different torch lines', () => {
     assert.throws(() => parseRequirements('torch==2.13.0\ntorch==2.12.0\n', '/svc', null), code('TORCH_REQUIREMENT_CONFLICT'));
   });
+});
+
+describe('where the requirements are', () => {
+  let service: string;
+  beforeEach(() => (service = fs.mkdtempSync(path.join(os.tmpdir(), 'find-requirements-'))));
+  afterEach(() => fs.rmSync(service, { recursive: true, force: true }));
+  const write = (file: string, text: string) => fs.writeFileSync(path.join(service, file), text);
+
+  it('requirements.txt first, else the PEP 621 dependencies of pyproject.toml, read like a requirements file', () => {
+    write('pyproject.toml', '[project]\nname = "svc"\ndependencies = ["torch==2.13.0", "numpy>=2"]\n');
+    assert.equal(findRequirements(service), path.join(service, 'pyproject.toml'));
+    const parsed = readRequirements(path.join(service, 'pyproject.toml'), null);
+    assert.equal(parsed.torchSpecifier, '==2.13.0');
+    assert.deepEqual(parsed.otherLines, ['numpy>=2']);
+    write('requirements.txt', 'numpy\n');
+    assert.equal(findRequirements(service), path.join(service, 'requirements.txt'));
+  });
+
+  it('none when there are no dependencies, a pyproject.toml for other tools included', () => {
+    assert.equal(findRequirements(service), null);
+    write('pyproject.toml', '[tool.ruff]\nline-length = 100\n');
+    assert.equal(findRequirements(service), null);
+  });
+
+  for (const [file, text, named, command] of [
+    ['pyproject.toml', '[tool.poetry.dependencies]\ntorch = "2.13.0"\n', "pyproject.toml's \\[tool\\.poetry\\]", 'poetry export -f requirements.txt'],
+    ['uv.lock', 'version = 1\n', 'uv\\.lock', 'uv export --format requirements-txt'],
+    ['Pipfile', '[packages]\ntorch = "*"\n', 'Pipfile', 'pipenv requirements'],
+  ]) {
+    it(`names what to export when the dependencies are only in ${file}`, () => {
+      write(file, text);
+      assert.throws(() => findRequirements(service), { code: 'TORCH_REQUIREMENTS_UNSUPPORTED', message: new RegExp(`in ${named}.*Export them with "${command}`) });
+    });
+  }
 });
