@@ -2,11 +2,14 @@ import { LOADERS } from './options';
 
 const stringArray = { type: 'array', items: { type: 'string' } };
 
+// The framework v3 coerces values to the first type of an anyOf that accepts them: booleans come
+// first, or `false` and `true` would arrive as the strings "false" and "true".
+
 /** A model option: a path, false, or the path with how to load it (custom.torch.model, functions.X.torch.model). */
 const modelSchema = {
   anyOf: [
-    { type: 'string' },
     { const: false },
+    { type: 'string' },
     {
       type: 'object',
       properties: {
@@ -14,8 +17,8 @@ const modelSchema = {
         loader: { enum: LOADERS },
         factory: { type: 'string' },
         class: { type: 'string' },
-        tokenizer: { anyOf: [{ type: 'string' }, { type: 'boolean' }] },
-        processor: { anyOf: [{ type: 'string' }, { type: 'boolean' }] },
+        tokenizer: { anyOf: [{ type: 'boolean' }, { type: 'string' }] },
+        processor: { anyOf: [{ type: 'boolean' }, { type: 'string' }] },
         load: { type: 'string' },
       },
       required: ['path'],
@@ -29,7 +32,7 @@ export const customSchema = {
   type: 'object',
   properties: {
     model: modelSchema,
-    requirements: { anyOf: [{ type: 'string' }, { const: false }] },
+    requirements: { anyOf: [{ const: false }, { type: 'string' }] },
     // No type: the framework coerces values to the schema's type, which would turn an unquoted 2.10
     // into the string "2.1". Untyped, the number arrives as one and resolveConfig refuses it.
     torchVersion: {},

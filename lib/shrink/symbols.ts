@@ -20,9 +20,45 @@ export async function findStripTool(machine: 'x86_64' | 'aarch64', runner: Runne
   return null;
 }
 
+const PT_LOAD = 1;
+// What the loader maps: 4 KiB pages on x86_64 and on Lambda's arm64.
+const PAGE_BYTES = 4096;
+
+/**
+ * Whether every loadable segment of a 64-bit little-endian ELF file starts at the same offset in
+ * its page in the file as in memory, which the dynamic loader requires ("ELF load command
+ * address/offset not page-aligned"). strip breaks this on some libraries that auditwheel's
+ * patchelf rewrote (numpy's vendored OpenBLAS, measured): such a library must keep its symbols.
+ * Files of another ELF class or byte order are not judged (true).
+ */
+export function loadSegmentsAligned(file: string): boolean {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const header = Buffer.alloc(64);
+    if (fs.readSync(fd, header, 0, 64, 0) < 64 || header.readUInt32BE(0) !== 0x7f454c46) return false;
+    if (header[4] !== 2 || header[5] !== 1) return true;
+    const phoff = Number(header.readBigUInt64LE(0x20));
+    const entrySize = header.readUInt16LE(0x36);
+    const count = header.readUInt16LE(0x38);
+    const table = Buffer.alloc(entrySize * count);
+    if (fs.readSync(fd, table, 0, table.length, phoff) < table.length) return false;
+    for (let index = 0; index < count; index++) {
+      const at = index * entrySize;
+      if (table.readUInt32LE(at) !== PT_LOAD) continue;
+      const offset = table.readBigUInt64LE(at + 0x08);
+      const address = table.readBigUInt64LE(at + 0x10);
+      if ((address - offset) % BigInt(PAGE_BYTES) !== 0n) return false;
+    }
+    return true;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /**
  * Strips unneeded symbols in place. Each library is stripped into a temporary file that
- * replaces it only on success, so a strip that fails leaves the original untouched.
+ * replaces it only when strip succeeded and left a library the loader can still map, so a strip
+ * that fails or breaks a library leaves the original untouched.
  */
 export async function stripSymbols(options: {
   treeDir: string;
@@ -42,7 +78,7 @@ export async function stripSymbols(options: {
       const size = fs.statSync(absolute).size;
       before += size;
       const result = await options.runner(options.tool, ['--strip-unneeded', '-o', temporary, absolute]);
-      if (result.code === 0 && fs.existsSync(temporary)) {
+      if (result.code === 0 && fs.existsSync(temporary) && loadSegmentsAligned(temporary)) {
         fs.chmodSync(temporary, fs.statSync(absolute).mode);
         fs.renameSync(temporary, absolute);
         after += fs.statSync(absolute).size;

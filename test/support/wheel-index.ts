@@ -563,3 +563,58 @@ function run(cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: 
 function tail(text: string, lines = 30): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
+
+const extraWheels = new Map<string, Promise<string[]>>();
+
+/**
+ * Wheels of `requirements` and everything they depend on, for CPython 3.11 x86_64, from pip's
+ * local store, cached under os.tmpdir() by `label` like the torch fixture. For services whose
+ * requirements go beyond torch's (transformers, for one).
+ */
+export function prepareStoreWheels(label: string, requirements: string[]): Promise<string[]> {
+  // acceptedLegacyPlatforms() starts with manylinux_2_27: a python3.11 Lambda has glibc 2.26.
+  if (!extraWheels.has(label)) {
+    extraWheels.set(label, downloadStoreWheels(label, requirements).catch((error) => {
+      extraWheels.delete(label);
+      throw error;
+    }));
+  }
+  return extraWheels.get(label)!;
+}
+
+async function downloadStoreWheels(label: string, requirements: string[]): Promise<string[]> {
+  const finalDir = path.join(CACHE_ROOT, label);
+  const listed = async (dir: string) => {
+    const manifest = JSON.parse(await fsp.readFile(path.join(dir, MANIFEST), 'utf8').catch(() => 'null')) as Record<string, number> | null;
+    if (!manifest) return null;
+    for (const [file, size] of Object.entries(manifest)) {
+      if ((await fsp.stat(path.join(dir, file)).catch(() => undefined))?.size !== size) return null;
+    }
+    return Object.keys(manifest).sort().map((file) => path.join(dir, file));
+  };
+  const cached = await listed(finalDir);
+  if (cached) return cached;
+  await fsp.mkdir(CACHE_ROOT, { recursive: true });
+  const tmp = await fsp.mkdtemp(path.join(CACHE_ROOT, `.tmp-${label}-`));
+  try {
+    const args = [
+      '-m', 'pip', 'download', ...requirements, '--only-binary=:all:',
+      // What a python3.11 Lambda (Amazon Linux 2, glibc 2.26) runs: these wheels go into its layers.
+      '--python-version', '3.11', '--implementation', 'cp', '--abi', 'cp311', ...acceptedLegacyPlatforms().slice(2),
+      '--disable-pip-version-check', '-d', tmp, ...(await storeIndexArgs()),
+    ];
+    const res = await run(PYTHON, args, { env: process.env });
+    if (res.code !== 0) throw new Error(`pip download of ${requirements.join(' ')} from the local wheel store failed (exit ${res.code}):\n${tail(res.stderr || res.stdout)}`);
+    const sizes: Record<string, number> = {};
+    for (const file of (await fsp.readdir(tmp)).filter((name) => name.endsWith('.whl'))) sizes[file] = (await fsp.stat(path.join(tmp, file))).size;
+    await fsp.writeFile(path.join(tmp, MANIFEST), JSON.stringify(sizes));
+    await fsp.chmod(tmp, 0o755);
+    await fsp.rm(finalDir, { recursive: true, force: true });
+    await fsp.rename(tmp, finalDir).catch(async (error) => {
+      if (!(await listed(finalDir))) throw error;
+    });
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+  return (await listed(finalDir))!;
+}
