@@ -376,6 +376,12 @@ class ErrorMapping(unittest.TestCase):
             for phrase in phrases:
                 self.assertIn(phrase, str(failure))
 
+    def test_the_permission_names_the_partition_of_the_region(self):
+        denied = FakeClientError(403, "AccessDenied", "Access Denied")
+        with mock.patch.dict(os.environ, {"AWS_REGION": "cn-north-1"}):
+            self.assertIn("arn:aws-cn:s3:::b/", str(self.classify(denied)))
+        self.assertIn("arn:aws-us-gov:s3:::b/", str(fetch.classify(denied, dict(self.spec, region="us-gov-west-1"), "/tmp")))
+
     def test_throttling_server_errors_and_broken_connections_are_worth_another_try(self):
         for error in (FakeClientError(503, "SlowDown", "Please reduce your request rate."),
                       FakeClientError(500, "InternalError", "We encountered an internal error."),
