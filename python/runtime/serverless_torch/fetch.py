@@ -166,9 +166,11 @@ def describe(stats: Dict[str, Any]) -> str:
     if stats.get("reused"):
         return "reused %s" % stats["path"]
     seconds = stats["seconds"]
+    # The rate is the download's own: creating the client is given apart.
+    rate = stats["bytes"] / 2.0 ** 20 / max(seconds - stats["client_seconds"], 1e-9)
     return "%.2f s (%.1f MiB at %.0f MiB/s, %d parts of %d MiB, %d streams, %d retries, client %.2f s)" % (
-        seconds, stats["bytes"] / 2.0 ** 20, stats["bytes"] / 2.0 ** 20 / max(seconds, 1e-9), stats["parts"],
-        stats["part_bytes"] >> 20, stats["concurrency"], stats["retries"], stats["client_seconds"])
+        seconds, stats["bytes"] / 2.0 ** 20, rate, stats["parts"], stats["part_bytes"] >> 20, stats["concurrency"],
+        stats["retries"], stats["client_seconds"])
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
