@@ -93,7 +93,8 @@ CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "Credentia
 
 
 class InitError(RuntimeError):
-    """The function cannot start; `code` names the failure (the shim's InitError is this one)."""
+    """The function cannot start; `code` names the failure. Shaped like shim.InitError, so that the
+    shim can raise this one class for every init failure."""
 
     def __init__(self, code: str, message: str) -> None:
         super(InitError, self).__init__(message)
