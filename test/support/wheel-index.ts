@@ -217,7 +217,7 @@ function acceptedLegacyPlatforms(): string[] {
  * configured extra index to primary; with no index configured at all, use
  * find-links alone.
  */
-async function storeIndexArgs(): Promise<string[]> {
+export async function storeIndexArgs(): Promise<string[]> {
   const res = await run(PYTHON, ['-m', 'pip', 'config', 'list'], { env: process.env });
   if (res.code !== 0) return [];
   const values = (key: string): string[] => {
