@@ -107,6 +107,7 @@ function checkUserFunction(files: Set<string>, serviceDir: string, reference: st
 /** The files a model ships as: one file, or every file of its directory, at their package paths. */
 function modelEntries(model: PackagedModel): { name: string; source: string }[] {
   const { manifest, source } = model;
+  if (model.inS3) return [];
   if (manifest.kind === 'file') return [{ name: manifest.path, source }];
   return Object.keys(manifest.files ?? {}).map((file) => ({ name: `${manifest.path}/${file}`, source: path.join(source, ...file.split('/')) }));
 }
@@ -158,7 +159,8 @@ export function collectFunctionContents(options: {
     (sum, entry) => sum + ('data' in entry.source ? entry.source.data.length : fs.statSync(entry.source.path).size),
     0,
   );
-  return { entries, unzippedBytes, modelBytes: models.reduce((sum, model) => sum + model.manifest.bytes, 0), handlerForms };
+  const packagedModels = models.filter((model) => !model.inS3);
+  return { entries, unzippedBytes, modelBytes: packagedModels.reduce((sum, model) => sum + model.manifest.bytes, 0), handlerForms };
 }
 
 export function writeFunctionPackage(dest: string, contents: FunctionContents): Promise<ZipResult> {

@@ -17,24 +17,41 @@ export const UNPACK_BYTES_PER_SECOND = 200e6;
 export const IMPORT_SECONDS = { bytecode: 1.4, source: 3.0 };
 /** Reading and copying the model's weights, per vCPU. */
 export const LOAD_BYTES_PER_SECOND = 500e6;
+/**
+ * A model in S3 (bench/s3-download): creating the S3 client takes 0.93 s (import botocore and the
+ * client, measured here); the download itself costs 3.5 ms of CPU per MiB across its threads
+ * (about 290 MiB/s per vCPU) and is bound by the network: on loopback here 6.1 ms per MiB
+ * (about 170 MB/s). Lambda's network to S3 cannot be measured here; 90 MB/s is assumed, below
+ * what loopback gives, since the estimate is for a warning.
+ */
+export const S3_CLIENT_SECONDS = 0.93;
+export const S3_CPU_BYTES_PER_SECOND = 290 * 1024 * 1024;
+export const S3_NETWORK_BYTES_PER_SECOND = 90e6;
 
 export interface InitEstimate {
   vcpus: number;
   unpack: number;
   import: number;
   load: number;
+  /** Fetching a model stored in S3, alongside unpack and import. */
+  download: number;
   total: number;
 }
 
 /** Seconds a cold start takes from sandbox start to a loaded model, at a memory size. */
-export function estimateInit(options: { memorySize: number; tmpBytes: number; modelBytes: number; bytecode: boolean }): InitEstimate {
+export function estimateInit(options: { memorySize: number; tmpBytes: number; modelBytes: number; downloadBytes?: number; bytecode: boolean }): InitEstimate {
   const vcpus = Math.min(6, options.memorySize / MB_PER_VCPU);
   // Import and load run on one thread: more than one vCPU does not speed them up, less slows them down.
   const oneThread = Math.min(1, vcpus);
   const unpack = options.tmpBytes / (UNPACK_BYTES_PER_SECOND * vcpus);
   const importSeconds = (options.bytecode ? IMPORT_SECONDS.bytecode : IMPORT_SECONDS.source) / oneThread;
   const load = options.modelBytes / (LOAD_BYTES_PER_SECOND * oneThread);
-  return { vcpus, unpack, import: importSeconds, load, total: unpack + importSeconds + load };
+  const downloadBytes = options.downloadBytes ?? 0;
+  const download = downloadBytes
+    ? S3_CLIENT_SECONDS / oneThread + downloadBytes / Math.min(S3_NETWORK_BYTES_PER_SECOND, S3_CPU_BYTES_PER_SECOND * vcpus)
+    : 0;
+  // The shim downloads while it unpacks and imports torch: the longer of the two is on the path.
+  return { vcpus, unpack, import: importSeconds, load, download, total: Math.max(download, unpack + importSeconds) + load };
 }
 
 /**
@@ -46,6 +63,7 @@ export function initBudgetWarning(options: {
   memorySize: number;
   tmpBytes: number;
   modelBytes: number;
+  downloadBytes?: number;
   bytecode: boolean;
 }): string | null {
   const estimate = estimateInit(options);
@@ -60,7 +78,7 @@ export function initBudgetWarning(options: {
   return (
     `Function "${options.functionName}": its cold start is estimated at ${estimate.total.toFixed(1)} s at ${options.memorySize} MB ` +
     `(${estimate.vcpus.toFixed(2)} vCPU: unpack ${formatBytes(options.tmpBytes)} ${estimate.unpack.toFixed(1)} s, import torch ` +
-    `${estimate.import.toFixed(1)} s${options.bytecode ? '' : ' without bytecode'}, model ${estimate.load.toFixed(1)} s), which likely passes ` +
+    `${estimate.import.toFixed(1)} s${options.bytecode ? '' : ' without bytecode'}, ${estimate.download ? `meanwhile the model's download from S3 ${estimate.download.toFixed(1)} s, ` : ''}model ${estimate.load.toFixed(1)} s), which likely passes ` +
     `Lambda's ${INIT_LIMIT_SECONDS} s init limit; Lambda then repeats init inside the first request. ` +
     (enough ? `Set memorySize to ${enough} MB or more (memory buys vCPUs), ` : 'Give it more memory, ') +
     'or enable SnapStart (python3.12+).'

@@ -10,7 +10,7 @@ export interface FunctionReport {
   torch: { version: string; wheel: string };
   code: { unzippedBytes: number; zippedBytes: number };
   /** The function's own model (path null and loader "none" for a function without one); otherModelBytes: other functions' models in the same zip. */
-  model: { path: string | null; bytes: number; loader: string; otherModelBytes: number };
+  model: { path: string | null; bytes: number; s3Bytes: number; loader: string; otherModelBytes: number };
   /** The user's handler and how the shim calls it. */
   handler: { name: string; form: HandlerForm };
   /** What quantize: dynamic did, with the engine this function's architecture runs it with. */
@@ -36,7 +36,11 @@ export function formatReport(report: FunctionReport): string {
   const lines: string[][] = [
     ['part', 'unzipped', 'zipped'],
     ['code + shim', formatBytes(report.code.unzippedBytes - report.model.bytes - report.model.otherModelBytes), ''],
-    [report.model.path ? `model ${report.model.path} (${report.model.loader}${report.quantization?.quantized ? ', int8' : ''})` : 'model: none', formatBytes(report.model.bytes), ''],
+    [
+      report.model.path ? `model ${report.model.path} (${report.model.loader}${report.quantization?.quantized ? ', int8' : ''}${report.model.s3Bytes ? `; in S3, ${formatBytes(report.model.s3Bytes)} fetched into /tmp` : ''})` : 'model: none',
+      formatBytes(report.model.bytes),
+      '',
+    ],
     ...(report.model.otherModelBytes ? [["other functions' models", formatBytes(report.model.otherModelBytes), '']] : []),
     ['function zip', formatBytes(report.code.unzippedBytes), formatBytes(report.code.zippedBytes)],
     ...report.layers.map((layer) => [

@@ -2,11 +2,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TorchError } from '../util/errors';
 import { checkString, describe, unknownOption } from './checks';
-import { LOADERS, Loader, ModelSpec } from './options';
+import { LOADERS, Loader, MODEL_STORES, ModelSpec, ModelStore } from './options';
 
 const MODULE_FUNCTION = /^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$/;
 const AUTO_CLASS = /^[A-Za-z_][\w]*$/;
-const MODEL_KEYS = ['path', 'loader', 'factory', 'class', 'tokenizer', 'processor', 'load'];
+const MODEL_KEYS = ['path', 'loader', 'factory', 'class', 'tokenizer', 'processor', 'load', 'store'];
 
 function invalidAt(option: string, value: unknown, expected: string): TorchError {
   return new TorchError('TORCH_CONFIG_INVALID', `${option} is ${describe(value)}, but it must be ${expected}.`);
@@ -32,10 +32,10 @@ type ModelFields = Omit<ModelSpec, 'option' | 'sourcePath' | 'packagePath' | 'is
 
 /** The model option as written: a path, or an object with the path and how to load it. */
 function parseModelOption(value: unknown, option: string): ModelFields {
-  const plain = { loader: 'auto' as Loader, factory: null, className: null, tokenizer: null, processor: null, load: null };
+  const plain = { loader: 'auto' as Loader, factory: null, className: null, tokenizer: null, processor: null, load: null, store: 'auto' as ModelStore };
   if (typeof value === 'string' && value.trim() !== '') return { givenPath: value, ...plain };
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw invalidAt(option, value, 'a path, false, or { path, loader, factory, class, tokenizer, processor, load }');
+    throw invalidAt(option, value, 'a path, false, or { path, loader, factory, class, tokenizer, processor, load, store }');
   }
   const given = value as Record<string, unknown>;
   for (const name of Object.keys(given)) {
@@ -54,7 +54,11 @@ function parseModelOption(value: unknown, option: string): ModelFields {
     tokenizer: autoClass(`${option}.tokenizer`, given.tokenizer, 'AutoTokenizer'),
     processor: autoClass(`${option}.processor`, given.processor, 'AutoProcessor'),
     load: moduleFunction(`${option}.load`, given.load, 'loaders:load_model'),
+    store: (given.store as ModelStore | undefined) ?? 'auto',
   };
+  if (given.store !== undefined && !MODEL_STORES.includes(given.store as ModelStore)) {
+    throw invalidAt(`${option}.store`, given.store, `one of ${MODEL_STORES.join(', ')} (auto: the function zip when the model fits, else S3)`);
+  }
   checkLoaderOptions(fields, option);
   return fields;
 }

@@ -21,7 +21,15 @@ export type ModelOption =
       processor?: string | boolean;
       /** custom: "module:function" that receives the path and returns what the handler gets. */
       load?: string;
+      /**
+       * Where the model travels: in the function zip, or in the deployment bucket, fetched into
+       * /tmp at cold start. @default "auto" (the zip when it fits beside the dependencies, else S3)
+       */
+      store?: ModelStore;
     };
+
+export type ModelStore = 'auto' | 'package' | 's3';
+export const MODEL_STORES: ModelStore[] = ['auto', 'package', 's3'];
 
 /** `custom.torch` as the user writes it. */
 export interface TorchOptions {
@@ -73,6 +81,7 @@ export interface ModelSpec {
   processor: string | null;
   /** custom: the user's load function. */
   load: string | null;
+  store: ModelStore;
 }
 
 /** The options every stage works with: all resolved, all required. */

@@ -1,4 +1,4 @@
-import { LOADERS } from './options';
+import { LOADERS, MODEL_STORES } from './options';
 
 const stringArray = { type: 'array', items: { type: 'string' } };
 
@@ -20,6 +20,7 @@ const modelSchema = {
         tokenizer: { anyOf: [{ type: 'boolean' }, { type: 'string' }] },
         processor: { anyOf: [{ type: 'boolean' }, { type: 'string' }] },
         load: { type: 'string' },
+        store: { enum: MODEL_STORES },
       },
       required: ['path'],
       additionalProperties: false,

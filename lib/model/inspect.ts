@@ -30,6 +30,20 @@ export interface ModelManifest {
   bytes: number;
   /** Set when the packaged file is a dynamically quantized model (lib/model/quantize.ts). */
   quantized?: QuantizedManifest;
+  /** Set when the model travels in the deployment bucket instead of the function zip. */
+  s3?: S3Object;
+}
+
+/** A model in the deployment bucket (manifest.json "models.<id>.s3"); the bucket is the function's SERVERLESS_TORCH_MODEL_BUCKET. */
+export interface S3Object {
+  /** serverless-torch/models/<sha256>/<file>: content-addressed, so an unchanged model is never uploaded again. */
+  key: string;
+  size: number;
+  sha256: string;
+  /** The object's file name in /tmp. */
+  file: string;
+  /** True for a directory, stored as one zip of its files (stored, not compressed) and unpacked beside it. */
+  archive: boolean;
 }
 
 /** A model as it ships: what the manifest says, and where its bytes come from on this machine. */
@@ -37,6 +51,8 @@ export interface PackagedModel {
   manifest: ModelManifest;
   /** The file shipped at manifest.path (the user's, or a quantized copy), or the directory whose files ship under it. */
   source: string;
+  /** True when it travels in S3: the zips carry its manifest entry but not its bytes. */
+  inS3?: boolean;
 }
 
 /** How the shim treats a quantized model (manifest.json "models.<id>.quantized"). */

@@ -68,18 +68,23 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
   const contents = service.contents.get(fn.artifactName)!;
   checkLayerCount(fn.name, fn.userLayers.length, layers.length);
   const totalUnzipped = checkUnzippedTotal(fn, contents, layers.reduce((sum, layer) => sum + layer.unzippedBytes, 0), reporter);
-  const needed = ephemeralStorageNeeded(built.tmpBytes);
+  const s3 = model?.s3 ?? null;
+  // A model in S3 is downloaded into /tmp; a directory's archive is unpacked beside it.
+  const modelTmpBytes = s3 ? s3.size * (s3.archive ? 2 : 1) : 0;
+  const tmpBytes = built.tmpBytes + modelTmpBytes;
+  const needed = ephemeralStorageNeeded(tmpBytes);
   if (fn.snapStart) {
-    checkSnapStart({ functionName: fn.name, target, tmpMbNeeded: needed, ephemeralStorageSize: fn.ephemeralStorageSize, tmpBytes: built.tmpBytes });
+    checkSnapStart({ functionName: fn.name, target, tmpMbNeeded: needed, ephemeralStorageSize: fn.ephemeralStorageSize, tmpBytes });
   } else {
-    const warning = initBudgetWarning({ functionName: fn.name, memorySize: fn.memorySize, tmpBytes: built.tmpBytes, modelBytes, bytecode: Boolean(tree.bytecode) });
+    const warning = initBudgetWarning({ functionName: fn.name, memorySize: fn.memorySize, tmpBytes: built.tmpBytes, modelBytes, downloadBytes: s3?.size ?? 0, bytecode: Boolean(tree.bytecode) });
     if (warning) reporter.warning(warning);
   }
   const memory = memoryWarning({ functionName: fn.name, memorySize: fn.memorySize, modelBytes });
   if (memory) reporter.warning(memory);
   let ephemeralStorageSize = fn.ephemeralStorageSize;
   if (needed > (fn.ephemeralStorageSize ?? DEFAULT_TMP_MB)) {
-    reporter.notice(`Function "${fn.name}": /tmp set to ${needed} MB (ephemeralStorageSize): the compressed dependencies unpack to ${Math.ceil(built.tmpBytes / 1048576)} MiB there at cold start.`);
+    const parts = [built.tmpBytes ? `the compressed dependencies unpack to ${Math.ceil(built.tmpBytes / 1048576)} MiB there` : '', s3 ? `the model from S3 takes ${Math.ceil(modelTmpBytes / 1048576)} MiB` : ''].filter(Boolean);
+    reporter.notice(`Function "${fn.name}": /tmp set to ${needed} MB (ephemeralStorageSize): at cold start ${parts.join(' and ')}.`);
     ephemeralStorageSize = needed;
   }
   const zip = service.zips.get(fn.artifactName)!;
@@ -89,13 +94,15 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
     target: `${target.runtime} ${target.architecture}`,
     torch: tree.torch,
     code: { unzippedBytes: contents.unzippedBytes, zippedBytes: zip.bytes },
-    model: model ? { path: model.path, bytes: model.bytes, loader: model.loader, otherModelBytes: contents.modelBytes - model.bytes } : { path: null, bytes: 0, loader: 'none', otherModelBytes: contents.modelBytes },
+    model: model
+      ? { path: model.path, bytes: s3 ? 0 : model.bytes, s3Bytes: s3?.size ?? 0, loader: model.loader, otherModelBytes: contents.modelBytes - (s3 ? 0 : model.bytes) }
+      : { path: null, bytes: 0, s3Bytes: 0, loader: 'none', otherModelBytes: contents.modelBytes },
     handler: { name: fn.handler, form: contents.handlerForms[fn.name] ?? 'unknown' },
     quantization: quantization ? { ...quantization, engine: engineFor(quantization, target.architecture) } : null,
     layers: built.layers.map((layer, index) => ({ name: layers[index].name, role: layer.role, unzippedBytes: layer.unzippedBytes, zippedBytes: layer.bytes })),
     buildTools: { strip: tree.symbols?.tool ?? null, bytecode: tree.bytecode?.python ?? null },
     totalUnzippedBytes: totalUnzipped,
-    tmpBytes: built.tmpBytes,
+    tmpBytes,
     ephemeralStorageSize: ephemeralStorageSize ?? DEFAULT_TMP_MB,
   };
   return {
@@ -105,6 +112,7 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
     environment: { [HANDLER_ENV]: fn.handler, ...(modelId ? { [MODEL_ENV]: modelId } : {}) },
     layers: layers.map((layer) => layer.name),
     ephemeralStorageSize,
+    modelObject: s3 ? { key: s3.key } : null,
     report,
   };
 }

@@ -70,13 +70,15 @@ export function planFunctions(options: {
   config: ResolvedConfig;
   functions: TorchFunction[];
   models: ServiceModels;
+  /** Ids of the models that travel in S3: their bytes are in no zip. */
+  inS3: Set<string>;
   reporter: Reporter;
 }): FunctionPlan {
-  const { config, functions, models, reporter } = options;
+  const { config, functions, models, inS3, reporter } = options;
   const planned = functions.map((fn) => ({ fn, target: targetPlatform(fn.runtime, fn.architecture), modelId: models.ofFunction.get(fn.name) ?? null }));
   const targets = new Map(planned.map(({ target }) => [targetId(target), target] as const));
   for (const { fn } of planned) checkLayerCount(fn.name, fn.userLayers.length, 1);
-  const packaged = new Map([...models.byId].map(([id, { spec, manifest }]) => [id, { manifest, source: spec.sourcePath }] as const));
+  const packaged = new Map([...models.byId].map(([id, { spec, manifest }]) => [id, { manifest, source: spec.sourcePath, inS3: inS3.has(id) }] as const));
   const contents = collectArtifacts({ config, functions: planned, packaged, reporter });
   // Quantizing may shrink a model below the limit, so only unquantized packages are judged this early.
   if (!config.quantize) {

@@ -1,4 +1,3 @@
-import { FunctionContents } from '../bundle/function-package';
 import { ResolvedConfig } from '../config/options';
 import { PackagedModel } from '../model/inspect';
 import { QuantizationReport, notQuantizedBecause, quantizeModel } from '../model/quantize';
@@ -6,24 +5,23 @@ import { DependencyTree } from '../resolve/dependency-tree';
 import { CacheLayout } from '../util/cache';
 import { TorchError } from '../util/errors';
 import { Runner } from '../util/process';
-import { Reporter, silentReporter } from '../util/reporter';
-import { FunctionPlan, collectArtifacts } from './plan-functions';
+import { Reporter } from '../util/reporter';
+import { FunctionPlan } from './plan-functions';
 import { ServiceModels } from './preflight';
 import { torchVersions } from './resolve-trees';
 
-/** The models as they ship, and the function zips' contents with them. */
+/** The models as they ship. */
 export interface ShippedModels {
   /** By model id. */
   packaged: Map<string, PackagedModel>;
   /** What quantize: dynamic did to each model it quantized, by model id. */
   quantization: Map<string, QuantizationReport>;
-  contents: Map<string, FunctionContents>;
 }
 
 /**
  * The service's models as they ship: the user's files, or with `quantize: dynamic` each model
- * quantized with the torch version the functions run, which then replaces the user's file in
- * every function zip that carries it.
+ * quantized with the torch version the functions run, which then replaces the user's file
+ * wherever the model travels.
  */
 export async function shipModels(options: {
   config: ResolvedConfig;
@@ -38,7 +36,7 @@ export async function shipModels(options: {
   const packaged = new Map([...models.byId].map(([id, { spec, manifest }]) => [id, { manifest, source: spec.sourcePath }] as const));
   const quantization = new Map<string, QuantizationReport>();
   const quantizable = [...models.byId].filter(([, { manifest }]) => notQuantizedBecause(manifest) === null);
-  if (!config.quantize || quantizable.length === 0) return { packaged, quantization, contents: plan.contents };
+  if (!config.quantize || quantizable.length === 0) return { packaged, quantization };
   const versions = torchVersions(trees);
   if (versions.length > 1) {
     throw new TorchError(
@@ -54,7 +52,5 @@ export async function shipModels(options: {
     packaged.set(id, quantized.packaged);
     quantization.set(id, quantized.report);
   }
-  // Collected again, quietly: what the first collection had to say is said already.
-  const contents = collectArtifacts({ config, functions: plan.functions, packaged, reporter: silentReporter });
-  return { packaged, quantization, contents };
+  return { packaged, quantization };
 }

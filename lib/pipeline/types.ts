@@ -43,6 +43,8 @@ export interface FunctionOutput {
   environment: Record<string, string>;
   layers: string[];
   ephemeralStorageSize: number | null;
+  /** The object in the deployment bucket the function reads its model from, when the model travels in S3. */
+  modelObject: { key: string } | null;
   report: FunctionReport;
 }
 

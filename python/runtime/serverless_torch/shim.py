@@ -116,11 +116,12 @@ def _quantize_like_packaging(torch: Any, module: Any, quantized: Dict[str, Any])
     return torch.ao.quantization.quantize_dynamic(module, classes, dtype=dtype, inplace=True)
 
 
-def load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> Any:
-    """The model described by manifest.json, checked against its packaging digest."""
+def load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]], download: Any = None) -> Any:
+    """The model described by manifest.json: from the package, checked against its packaging
+    digests, or from `download` (remote.Download), which checked the object it fetched."""
     quantized = (model or {}).get("quantized")
     if not quantized:
-        return _load_model(torch, task_root, model)
+        return _load_model(torch, task_root, model, download)
     engine = quantized_engine(quantized, platform.machine())
     if engine:
         if engine not in torch.backends.quantized.supported_engines:
@@ -136,7 +137,7 @@ def load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> A
         # favour of torchao) each time they are touched; the packaged model does not depend on that.
         for message in ("torch.quantize_per_tensor", "TypedStorage is deprecated", "torch.ao.quantization is deprecated"):
             warnings.filterwarnings("ignore", message=message)
-        return _load_model(torch, task_root, model)
+        return _load_model(torch, task_root, model, download)
 
 
 def check_digests(path: str, model: Dict[str, Any]) -> None:
@@ -213,11 +214,14 @@ def _load_transformers(path: str, model: Dict[str, Any]) -> Any:
     return Loaded(loaded, tokenizer, processor) if tokenizer is not None or processor is not None else loaded
 
 
-def _load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> Any:
+def _load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]], download: Any = None) -> Any:
     if not model:
         return None
-    path = os.path.join(task_root, model["path"])
-    check_digests(path, model)
+    if download is not None:
+        path = download.path()
+    else:
+        path = os.path.join(task_root, model["path"])
+        check_digests(path, model)
     loader = model["loader"]
     if loader == "torchscript":
         return torch.jit.load(path, map_location="cpu").eval()
@@ -309,6 +313,16 @@ def _init() -> Any:
     opt_dir = os.environ.get("SERVERLESS_TORCH_OPT_DIR") or "/opt"
     tmp_dir = os.environ.get("SERVERLESS_TORCH_TMP_DIR") or "/tmp"
 
+    with open(os.path.join(task_root, "serverless_torch", "manifest.json"), "rb") as f:
+        model = function_model(json.loads(f.read().decode("utf-8")))
+    download = None
+    if model and model.get("s3"):
+        from serverless_torch import remote
+
+        # Started first: the download waits on the network while unpacking and import torch
+        # keep the CPU busy.
+        download = remote.Download(model, tmp_dir)
+
     began = time.perf_counter()
     deps = _unpack.read_deps(opt_dir)
     unpacked = _unpack.unpack(opt_dir, tmp_dir, deps)
@@ -328,12 +342,10 @@ def _init() -> Any:
     torch.set_num_threads(threads)
     imported = time.perf_counter()
 
-    with open(os.path.join(task_root, "serverless_torch", "manifest.json"), "rb") as f:
-        model = function_model(json.loads(f.read().decode("utf-8")))
     global MODEL, MODEL_LOADED, _TAKES_MODEL
     snapshot = _snapshot_hooks()
     if snapshot is None:
-        MODEL = load_model(torch, task_root, model)
+        MODEL = load_model(torch, task_root, model, download)
         MODEL_LOADED = True
     else:
         # Lambda runs after-restore hooks in the order they were registered: the reseed goes
@@ -348,7 +360,7 @@ def _init() -> Any:
         # Lambda runs before-snapshot hooks in reverse order of registration: registered after
         # the user's module imported (and registered its own), loading the model runs first, so
         # a user's warm-up hook finds it through serverless_torch.model().
-        snapshot.register_before_snapshot(lambda: _load_before_snapshot(torch, task_root, model))
+        snapshot.register_before_snapshot(lambda: _load_before_snapshot(torch, task_root, model, download))
     INIT_TIMINGS.update({
         "unpack": started - began,
         "import": imported - started,
@@ -363,13 +375,19 @@ def _init() -> Any:
     else:
         unpack_note = "%.2f s (%.1f MiB, %d files, threads %d)" % (
             stats["seconds"], stats["bytes"] / 2.0 ** 20, stats["files"], stats["workers"])
+    fetched = ""
+    if download is not None and not snapshot:
+        from serverless_torch import fetch
+
+        fetched = " | model from S3 %s" % fetch.describe(fetch.last_fetch)
     print(
-        "serverless-torch init: unpack %s | import torch %.2f s | model load %.2f s (%s) | torch threads %d"
+        "serverless-torch init: unpack %s | import torch %.2f s | model load %.2f s (%s)%s | torch threads %d"
         % (
             unpack_note,
             imported - started,
             loaded - imported,
             (model or {}).get("loader", "no model") + (", deferred to before snapshot" if snapshot else ""),
+            fetched,
             threads,
         ),
         file=sys.stderr,
@@ -397,10 +415,10 @@ def warm_up(torch: Any) -> None:
         torch.mm(a, a).sum()
 
 
-def _load_before_snapshot(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> None:
+def _load_before_snapshot(torch: Any, task_root: str, model: Optional[Dict[str, Any]], download: Any) -> None:
     global MODEL, MODEL_LOADED
     started = time.perf_counter()
-    MODEL = load_model(torch, task_root, model)
+    MODEL = load_model(torch, task_root, model, download)
     MODEL_LOADED = True
     loaded = time.perf_counter()
     warm_up(torch)

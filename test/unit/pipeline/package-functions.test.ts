@@ -98,7 +98,7 @@ describe('packageTorchFunctions, the list of stages (pip played by a recording r
   it('plans functions without running anything: a missing handler module is named', () => {
     const models = { byId: new Map(), ofFunction: new Map() };
     assert.throws(
-      () => planFunctions({ config: config(), functions: [fn('predict', { handler: 'missing.predict', model: null })], models, reporter: silentReporter }),
+      () => planFunctions({ config: config(), functions: [fn('predict', { handler: 'missing.predict', model: null })], models, inS3: new Set(), reporter: silentReporter }),
       { code: 'TORCH_HANDLER_NOT_FOUND', message: /missing\.py is not in the package/ },
     );
   });
