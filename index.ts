@@ -5,10 +5,16 @@ import { ResolvedConfig } from './lib/config/options';
 import { functionModel } from './lib/config/model-option';
 import { resolveConfig } from './lib/config/resolve-config';
 import { customSchema, functionSchema } from './lib/config/schema';
-import { invokePackaged, localEnvironment, localEvent } from './lib/local/invoke-local';
+import { LocalModelSource, invokePackaged, localEnvironment, localEvent } from './lib/local/invoke-local';
+import { runtimeBoto3 } from './lib/local/runtime-boto3';
+import { openCache } from './lib/util/cache';
 import { UserLayerSource, measureUserLayers } from './lib/bundle/user-layers';
 import { packageTorchFunctions } from './lib/pipeline/package-functions';
 import { buildStaged } from './lib/pipeline/staging';
+import { MODEL_BUCKET_ENV } from './lib/bundle/function-package';
+import { bucketReference, modelReadStatement, usesOwnRole } from './lib/deploy/model-access';
+import { S3Request, existingSize } from './lib/deploy/upload-model';
+import { storedObjects, uploadStoredModels } from './lib/deploy/upload-models';
 import { PackageOutput, TorchFunction } from './lib/pipeline/types';
 import { findInterpreter } from './lib/resolve/interpreter';
 import { SUPPORTED_RUNTIMES, isPythonRuntime, targetPlatform } from './lib/resolve/target';
@@ -40,6 +46,7 @@ interface FunctionConfig {
   environment?: Record<string, unknown>;
   ephemeralStorageSize?: number | string;
   package?: { individually?: boolean; artifact?: string; patterns?: string[] };
+  role?: unknown;
   /** true, false, or { model } (the function's own model, false for none). */
   torch?: boolean | { model?: unknown };
   snapStart?: boolean;
@@ -53,11 +60,27 @@ class ServerlessTorch {
   readonly hooks: Record<string, () => Promise<void>>;
   readonly commands = {
     torch: { type: 'entrypoint', lifecycleEvents: ['done'] },
+    invoke: {
+      commands: {
+        local: {
+          options: {
+            'torch-model-from-s3': {
+              usage: 'Download a model that travels in S3 as the deployed function does (endpoint: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL)',
+              type: 'boolean',
+            },
+          },
+        },
+      },
+    },
   };
 
   private readonly serverless: Serverless;
   private readonly options: Record<string, any>;
   private readonly utils: PluginUtils;
+  /** The key of the S3 object each function packaged in this run reads its model from. */
+  private readonly modelObjects = new Map<string, { key: string; size: number }>();
+  /** s3:GetObject statements for the role the framework generates, added once its template exists. */
+  private readonly modelStatements: Record<string, unknown>[] = [];
 
   constructor(serverless: Serverless, options: Record<string, any>, utils: PluginUtils) {
     this.serverless = serverless;
@@ -71,7 +94,12 @@ class ServerlessTorch {
     this.hooks = {
       'before:package:createDeploymentArtifacts': () => this.guard(() => this.packageService()),
       'before:package:function:package': () => this.guard(() => this.packageService(this.options.function)),
+      // The framework compiles its role at setupProviderConfiguration, before the package is built.
+      'before:package:compileFunctions': () => this.guard(async () => this.addModelStatements()),
       'before:invoke:local:invoke': () => this.guard(() => this.invokeLocal()),
+      // After the deployment bucket surely exists, before the stack points functions at the models.
+      'after:aws:deploy:deploy:checkForChanges': () => this.guard(() => this.uploadModels()),
+      'before:deploy:function:deploy': () => this.guard(() => this.checkFunctionModel()),
     };
   }
 
@@ -263,12 +291,19 @@ class ServerlessTorch {
         };
       }
     }
+    const bucket = bucketReference(service.provider.deploymentBucket);
     for (const fn of output.functions) {
       const config: FunctionConfig = service.getFunction(fn.name);
       const userLayers = config.layers ?? service.provider.layers ?? [];
-      config.package = { ...(config.package ?? {}), artifact: fn.artifact };
+      // individually: the framework's deploy looks for <service>.zip for any function without it,
+      // even one whose package.artifact is set (its extendedValidate), and this zip is not that one.
+      config.package = { ...(config.package ?? {}), artifact: fn.artifact, individually: true };
       config.handler = fn.handler;
-      config.environment = { ...(config.environment ?? {}), ...fn.environment };
+      config.environment = { ...(config.environment ?? {}), ...fn.environment, ...(fn.modelObject ? { [MODEL_BUCKET_ENV]: bucket } : {}) };
+      if (fn.modelObject) {
+        this.grantModelRead(fn.name, config, modelReadStatement(bucket, fn.modelObject.key));
+        this.modelObjects.set(fn.name, fn.modelObject);
+      }
       config.layers = [...userLayers, ...fn.layers.map((name) => ({ Ref: naming.getLambdaLayerLogicalId(name) }))];
       if (fn.ephemeralStorageSize !== null) config.ephemeralStorageSize = fn.ephemeralStorageSize;
     }
@@ -277,6 +312,106 @@ class ServerlessTorch {
         'deploy function updates the code and configuration only: the dependency layers stay those of the last ' +
           'full deploy. Run "serverless deploy" when requirements or the torch version changed.',
       );
+    }
+  }
+
+  /**
+   * Adds the statement to the role the framework generates; a role the user gives cannot be
+   * changed here, so the user hears what to add to it.
+   */
+  private grantModelRead(name: string, config: FunctionConfig, statement: Record<string, unknown>): void {
+    const provider = this.serverless.service.provider;
+    if (usesOwnRole(provider, config)) {
+      this.utils.log.warning(
+        `Function "${name}" reads its model from S3 with a role of your own: add this statement to it, or the cold start ` +
+          `fails with TORCH_MODEL_ACCESS_DENIED:\n${JSON.stringify(statement, null, 2)}`,
+      );
+      return;
+    }
+    if (!this.modelStatements.some((existing) => JSON.stringify(existing) === JSON.stringify(statement))) this.modelStatements.push(statement);
+  }
+
+  /** Puts the model statements into the role the framework compiled (IamRoleLambdaExecution). */
+  private addModelStatements(): void {
+    if (!this.modelStatements.length) return;
+    const resources = this.serverless.service.provider.compiledCloudFormationTemplate?.Resources ?? {};
+    const role = resources[this.serverless.getProvider('aws').naming.getRoleLogicalId()];
+    const statements = role?.Properties?.Policies?.[0]?.PolicyDocument?.Statement;
+    if (!Array.isArray(statements)) {
+      this.utils.log.warning(
+        'The models in S3 need s3:GetObject, but the stack has no role generated by the framework to add it to; add these ' +
+          `statements to the functions' role, or the cold start fails with TORCH_MODEL_ACCESS_DENIED:\n${JSON.stringify(this.modelStatements, null, 2)}`,
+      );
+      return;
+    }
+    statements.push(...this.modelStatements);
+  }
+
+  /** The framework's provider.request for S3, or (osls, which has no provider.request) an AWS SDK v3 client of the same shape. */
+  private async s3Request(): Promise<S3Request> {
+    const provider = this.serverless.getProvider('aws');
+    if (typeof provider.getAwsSdkV3Config !== 'function') return (service, method, params) => provider.request(service, method, params);
+    // The SDK the framework itself ships (bin/serverless.js is its entry point).
+    const frameworkDir = path.dirname(path.dirname(require.main?.filename ?? path.join(process.cwd(), 'x', 'x')));
+    const sdk = require(require.resolve('@aws-sdk/client-s3', { paths: [frameworkDir, process.cwd()] }));
+    const endpoint = process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL;
+    // A custom endpoint (a local S3) is addressed by path, as boto3 does in the shim.
+    const client = new sdk.S3Client({ ...(await provider.getAwsSdkV3Config()), ...(endpoint ? { forcePathStyle: true } : {}) });
+    return (_service, method, params) => client.send(new sdk[`${method.charAt(0).toUpperCase()}${method.slice(1)}Command`](params));
+  }
+
+  /** The directory the package is in: --package, package.path, or .serverless/. */
+  private packageDir(): string {
+    const given = this.options.package ?? this.serverless.service.package?.path;
+    return path.resolve(this.serverless.serviceDir, given ?? '.serverless');
+  }
+
+  /** Deploy: each model the package stored for S3 goes to the deployment bucket, unless it is there. */
+  private async uploadModels(): Promise<void> {
+    if (storedObjects(this.packageDir()).length === 0) return;
+    const provider = this.serverless.getProvider('aws');
+    const reporter = this.reporter();
+    try {
+      const bucketConfig = this.serverless.service.provider.deploymentBucketObject ?? {};
+      const objectParams = {
+        ...(bucketConfig.serverSideEncryption ? { ServerSideEncryption: bucketConfig.serverSideEncryption } : {}),
+        ...(bucketConfig.sseKMSKeyId ? { SSEKMSKeyId: bucketConfig.sseKMSKeyId } : {}),
+      };
+      await uploadStoredModels({ packageDir: this.packageDir(), request: await this.s3Request(), bucket: await provider.getServerlessDeploymentBucketName(), objectParams, reporter });
+    } finally {
+      reporter.done();
+    }
+  }
+
+  /**
+   * deploy function cannot give the function's role access to a new object: a model that
+   * changed since the last full deploy (its object is not in the bucket) needs a full deploy.
+   */
+  private async checkFunctionModel(): Promise<void> {
+    const name: string = this.options.function;
+    const object = this.modelObjects.get(name);
+    if (!object) return;
+    const bucket = await this.serverless.getProvider('aws').getServerlessDeploymentBucketName();
+    // The key names the content: an object there with the packaged size is the packaged model.
+    if ((await existingSize(await this.s3Request(), bucket, object.key)) === object.size) return;
+    throw new TorchError(
+      'TORCH_MODEL_CHANGED_SINCE_DEPLOY',
+      `Function "${name}" reads its model from s3://${bucket}/${object.key}, which the last deploy did not upload: the model ` +
+        'changed since then. deploy function cannot upload it nor let the function\'s role read it. Run "serverless deploy".',
+    );
+  }
+
+  /** Where invoke local takes a model stored for S3 from: the packaged file, or (--torch-model-from-s3) the bucket. */
+  private async localModelSource(pythonVersion: string): Promise<LocalModelSource> {
+    if (!this.options['torch-model-from-s3']) return { fromS3: false };
+    const bucket = process.env[MODEL_BUCKET_ENV] || (await this.serverless.getProvider('aws').getServerlessDeploymentBucketName());
+    const reporter = this.reporter();
+    try {
+      const config = this.config();
+      const runtimeDir = await runtimeBoto3({ config, pythonVersion, cache: openCache(config.cacheDir), runner: runProcess, reporter });
+      return { fromS3: true, bucket, runtimeDir };
+    } finally {
+      reporter.done();
     }
   }
 
@@ -308,6 +443,8 @@ class ServerlessTorch {
         functionName: fn.name ?? name,
         memorySize: Number(fn.memorySize ?? service.provider.memorySize ?? 1024),
         timeout: Number(fn.timeout ?? service.provider.timeout ?? 6),
+        artifactsDir: path.join(root, 'artifacts'),
+        model: await this.localModelSource(interpreter.version),
         reporter,
       });
       this.utils.writeText(result.text);

@@ -13,6 +13,8 @@ export const SHIM_HANDLER = 'serverless_torch.shim.handler';
 export const HANDLER_ENV = 'SERVERLESS_TORCH_HANDLER';
 /** The id (in manifest.json "models") of the function's model; absent for a function with none. */
 export const MODEL_ENV = 'SERVERLESS_TORCH_MODEL';
+/** The deployment bucket a function whose model travels in S3 reads it from (python/runtime/serverless_torch/remote.py). */
+export const MODEL_BUCKET_ENV = 'SERVERLESS_TORCH_MODEL_BUCKET';
 /** What the shim reads; it refuses any other. */
 export const MANIFEST_FORMAT = 2;
 
@@ -144,6 +146,10 @@ export function collectFunctionContents(options: {
   const handlerForms = checkHandlers(serviceDir, fileSet, options.handlers, reporter);
   const sources = new Map(kept.map((file) => [file, path.join(serviceDir, file)]));
   for (const model of models) {
+    if (model.inS3) {
+      // The framework selected the model's files with the service's: in S3, they stay out of the zip.
+      for (const name of [...sources.keys()]) if (name === model.manifest.path || name.startsWith(`${model.manifest.path}/`)) sources.delete(name);
+    }
     checkUserFunction(fileSet, serviceDir, model.manifest.factory, `the factory of ${model.manifest.path}`);
     checkUserFunction(fileSet, serviceDir, model.manifest.load, `the load function of ${model.manifest.path}`);
     const shipped = modelEntries(model);

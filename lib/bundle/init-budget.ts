@@ -80,8 +80,10 @@ export function initBudgetWarning(options: {
     `(${estimate.vcpus.toFixed(2)} vCPU: unpack ${formatBytes(options.tmpBytes)} ${estimate.unpack.toFixed(1)} s, import torch ` +
     `${estimate.import.toFixed(1)} s${options.bytecode ? '' : ' without bytecode'}, ${estimate.download ? `meanwhile the model's download from S3 ${estimate.download.toFixed(1)} s, ` : ''}model ${estimate.load.toFixed(1)} s), which likely passes ` +
     `Lambda's ${INIT_LIMIT_SECONDS} s init limit; Lambda then repeats init inside the first request. ` +
-    (enough ? `Set memorySize to ${enough} MB or more (memory buys vCPUs), ` : 'Give it more memory, ') +
-    'or enable SnapStart (python3.12+).'
+    (enough
+      ? `Set memorySize to ${enough} MB or more (memory buys vCPUs), or enable SnapStart (python3.12+).`
+      : 'No memory size brings it under the limit: enable SnapStart (python3.12+, when the unpacked dependencies and the model fit ' +
+        'its 512 MB of /tmp), or ship a smaller model (quantize: dynamic).')
   );
 }
 

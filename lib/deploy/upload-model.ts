@@ -73,7 +73,8 @@ export function effectivePartBytes(size: number, partBytes: number): number {
 }
 
 /** The size of the object at `key`, or undefined when there is none. */
-async function existingSize(request: S3Request, bucket: string, key: string): Promise<number | undefined> {
+/** The size of the object at the key, or undefined when there is none. */
+export async function existingSize(request: S3Request, bucket: string, key: string): Promise<number | undefined> {
   try {
     const head = await request('S3', 'headObject', { Bucket: bucket, Key: key });
     return Number(head.ContentLength);

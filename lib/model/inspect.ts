@@ -150,8 +150,9 @@ export function modelId(spec: Pick<ModelSpec, 'packagePath' | 'loader' | 'factor
 
 /** Looks at the model to settle its loader and catch mistakes before deploying. */
 export async function inspectModel(spec: ModelSpec): Promise<ModelManifest> {
-  const format = await sniffFormat(spec.sourcePath, `${spec.option} ${spec.packagePath}`);
-  const loader = chooseLoader(format, spec);
+  // A custom loader reads whatever its function was written for (ONNX, an index, arrays): the
+  // file need not be one torch or safetensors wrote, so it is not sniffed.
+  const loader = spec.loader === 'custom' ? 'custom' : chooseLoader(await sniffFormat(spec.sourcePath, `${spec.option} ${spec.packagePath}`), spec);
   const common = {
     id: modelId(spec),
     path: spec.packagePath,

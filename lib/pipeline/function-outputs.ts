@@ -112,7 +112,7 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
     environment: { [HANDLER_ENV]: fn.handler, ...(modelId ? { [MODEL_ENV]: modelId } : {}) },
     layers: layers.map((layer) => layer.name),
     ephemeralStorageSize,
-    modelObject: s3 ? { key: s3.key } : null,
+    modelObject: s3 ? { key: s3.key, size: s3.size } : null,
     report,
   };
 }

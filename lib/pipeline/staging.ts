@@ -39,6 +39,9 @@ export async function buildStaged(serverlessDir: string, build: (stagingDir: str
     const moved = new Map<string, string>();
     for (const file of fs.readdirSync(staging)) {
       const final = path.join(serverlessDir, file);
+      // A directory (the models stored for S3) replaces the one an earlier run left: rename does
+      // not replace a directory that is not empty (deploy function keeps .serverless/).
+      if (fs.statSync(path.join(staging, file)).isDirectory()) fs.rmSync(final, { recursive: true, force: true });
       fs.renameSync(path.join(staging, file), final);
       moved.set(path.join(staging, file), final);
     }

@@ -44,7 +44,7 @@ export interface FunctionOutput {
   layers: string[];
   ephemeralStorageSize: number | null;
   /** The object in the deployment bucket the function reads its model from, when the model travels in S3. */
-  modelObject: { key: string } | null;
+  modelObject: { key: string; size: number } | null;
   report: FunctionReport;
 }
 

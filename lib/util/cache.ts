@@ -9,7 +9,7 @@ export function cacheKey(parts: unknown): string {
 }
 
 /** What the cache holds: dependency trees, built layers, quantized models, host copies of torch. */
-export type CacheKind = 'trees' | 'artifacts' | 'models' | 'host-torch';
+export type CacheKind = 'trees' | 'artifacts' | 'models' | 'host-torch' | 'runtime';
 
 export interface CacheLayout {
   root: string;

@@ -32,11 +32,13 @@ def lambda_sys_path(task_root: str, opt_dir: str, interpreter_path: List[str]) -
     # The function's own PYTHONPATH (which -I keeps Python from reading) takes the place of the
     # runtime's directory, after the task root and the layers, as on Lambda.
     user = [os.path.join(task_root, entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    # What the Lambda runtime's own directory (/var/runtime) gives a function: boto3.
+    runtime = [os.environ["SERVERLESS_TORCH_RUNTIME_DIR"]] if os.environ.get("SERVERLESS_TORCH_RUNTIME_DIR") else []
     return [
         task_root,
         os.path.join(opt_dir, "python", "lib", version, "site-packages"),
         os.path.join(opt_dir, "python"),
-    ] + user + stdlib
+    ] + user + runtime + stdlib
 
 
 class LambdaContext(object):

@@ -97,7 +97,8 @@ class InitError(RuntimeError):
     shim can raise this one class for every init failure."""
 
     def __init__(self, code: str, message: str) -> None:
-        super(InitError, self).__init__(message)
+        # The code leads the message: Lambda's log and the invoke's errorMessage show only str(error).
+        super(InitError, self).__init__("[%s] %s" % (code, message))
         self.code = code
 
 

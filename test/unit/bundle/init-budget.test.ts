@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { checkSnapStart, estimateInit, initBudgetWarning } from '../../../lib/bundle/init-budget';
+import { S3_CLIENT_SECONDS, S3_NETWORK_BYTES_PER_SECOND, checkSnapStart, estimateInit, initBudgetWarning } from '../../../lib/bundle/init-budget';
 import { targetPlatform } from '../../../lib/resolve/target';
 
 const MiB = 1024 * 1024;
@@ -13,6 +13,26 @@ describe('init budget', () => {
     assert.ok(Math.abs(one.unpack / two.unpack - 2) < 1e-9);
     assert.equal(one.import, two.import);
     assert.ok(estimateInit({ ...example, memorySize: 885 }).import > one.import * 1.9);
+  });
+
+  it('runs a model\'s download from S3 alongside unpack and import: only what passes them lengthens the init', () => {
+    const packaged = estimateInit({ ...example, memorySize: 3008, modelBytes: 400e6 });
+    const fromS3 = estimateInit({ ...example, memorySize: 3008, modelBytes: 400e6, downloadBytes: 400e6 });
+    // 400 MB at the assumed 90 MB/s after creating the client: longer than unpack + import.
+    assert.ok(Math.abs(fromS3.download - (S3_CLIENT_SECONDS + 400e6 / S3_NETWORK_BYTES_PER_SECOND)) < 1e-9);
+    assert.ok(Math.abs(fromS3.total - (fromS3.download + fromS3.load)) < 1e-9);
+    assert.ok(fromS3.total > packaged.total);
+    // A small one is hidden behind them.
+    const small = estimateInit({ ...example, memorySize: 3008, modelBytes: 10e6, downloadBytes: 10e6 });
+    assert.ok(Math.abs(small.total - (small.unpack + small.import + small.load)) < 1e-9);
+  });
+
+  it('warns when a download makes the init pass 10 s, with the memory that brings it back', () => {
+    const big = { ...example, memorySize: 1769, modelBytes: 900e6, downloadBytes: 900e6 };
+    const warning = initBudgetWarning(big);
+    assert.match(warning ?? '', /meanwhile the model's download from S3 \d+\.\d s/);
+    assert.match(warning ?? '', /No memory size brings it under the limit: enable SnapStart/);
+    assert.equal(initBudgetWarning({ ...big, downloadBytes: 0, modelBytes: 1e6 }), null);
   });
 
   it('counts the cost of shipping without bytecode', () => {

@@ -62,6 +62,12 @@ describe('what a model is, and the loader it gets', () => {
     assert.equal((await inspect({ path: 'plain', loader: 'custom', load: 'loaders:load' })).loader, 'custom');
   });
 
+  it('a custom loader takes any file, one torch did not write too, and the file is not sniffed', async () => {
+    const model = await inspect({ path: 'plain/weights.bin', loader: 'custom', load: 'loaders:load' });
+    assert.deepEqual([model.loader, model.kind, model.load, model.sha256], ['custom', 'file', 'loaders:load', sha256('x')]);
+    await assert.rejects(inspect('plain/weights.bin'), { code: 'TORCH_MODEL_UNKNOWN_FORMAT' });
+  });
+
   it('the transformers loader reads a directory, not a file', async () => {
     await assert.rejects(inspect({ path: 'head.safetensors', loader: 'transformers' }), { code: 'TORCH_MODEL_NOT_HUGGING_FACE', message: /is a file/ });
   });

@@ -122,3 +122,48 @@ describe('layer names', () => {
     assert.ok(long('staging-eu').endsWith('-torch-packed-py311-x86-64'));
   });
 });
+
+describe('where each model travels (store), from measured sizes (pip played by a recording runner)', () => {
+  let service: string;
+  before(() => {
+    service = fs.mkdtempSync(path.join(os.tmpdir(), 'store-test-'));
+    fs.writeFileSync(path.join(service, 'handler.py'), 'def predict(event, context, model):\n    return 1\n\n\ndef load(path):\n    return path\n');
+    fs.writeFileSync(path.join(service, 'requirements.txt'), 'torch==2.13.0\n');
+    // 270 MB of zeros, larger than any zip may be and sparse on disk, read by a custom loader.
+    const fd = fs.openSync(path.join(service, 'big.bin'), 'w');
+    fs.ftruncateSync(fd, 270_000_000);
+    fs.closeSync(fd);
+    fs.writeFileSync(path.join(service, 'small.bin'), Buffer.alloc(4));
+  });
+  after(() => fs.rmSync(service, { recursive: true, force: true }));
+
+  const packageWith = (model: unknown, reporter = silentReporter) => {
+    const config = resolveConfig({ model, cacheDir: path.join(service, 'cache'), indexUrl: 'http://127.0.0.1:9/simple' }, service);
+    const outputDir = fs.mkdtempSync(path.join(service, 'out-'));
+    const fn: TorchFunction = { name: 'predict', handler: 'handler.predict', runtime: 'python3.11', architecture: 'x86_64', memorySize: 3008, userLayers: [], ephemeralStorageSize: null, files: ['handler.py'], artifactName: 'svc.zip', model: config.model };
+    return { outputDir, run: packageTorchFunctions({ config, functions: [fn], naming, outputDir, runner: recordingRunner().runner, reporter }) };
+  };
+
+  it('store: auto sends a model that does not fit to S3, says so, and the zip carries its manifest entry without its bytes', async () => {
+    const notices: string[] = [];
+    const { outputDir, run } = packageWith({ path: 'big.bin', loader: 'custom', load: 'handler:load' }, { ...silentReporter, notice: (message) => notices.push(message) });
+    const output = await run;
+    assert.ok(notices.some((notice) => /big\.bin \(257\.5 MiB\) goes to S3 \(store: auto\)/.test(notice)), notices.join('\n'));
+    const [predict] = output.functions;
+    assert.match(predict.modelObject!.key, /^serverless-torch\/models\/[0-9a-f]{64}\/big\.bin$/);
+    assert.ok(!(await readZipIndex(predict.artifact)).some((entry) => entry.name === 'big.bin'));
+    const manifest = JSON.parse((await readZipEntry(predict.artifact, 'serverless_torch/manifest.json')).toString('utf8'));
+    assert.equal(manifest.models[predict.environment.SERVERLESS_TORCH_MODEL].s3.key, predict.modelObject!.key);
+    const objects = JSON.parse(fs.readFileSync(path.join(outputDir, 'serverless-torch-models.json'), 'utf8'));
+    assert.equal(fs.statSync(path.join(outputDir, objects[0].file)).size, 270_000_000);
+    // The download needs /tmp: counted, and within the default 512 MB here (nothing else unpacks).
+    assert.equal(predict.report.tmpBytes, 270_000_000);
+    assert.equal(predict.ephemeralStorageSize, null);
+  });
+
+  it('store: package refuses a model that does not fit, and store: s3 sends even a small one', async () => {
+    await assert.rejects(packageWith({ path: 'big.bin', loader: 'custom', load: 'handler:load', store: 'package' }).run, { code: 'TORCH_PACKAGE_TOO_LARGE' });
+    const output = await packageWith({ path: 'small.bin', loader: 'custom', load: 'handler:load', store: 's3' }).run;
+    assert.match(output.functions[0].modelObject!.key, /\/small\.bin$/);
+  });
+});
