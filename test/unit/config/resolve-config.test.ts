@@ -60,6 +60,7 @@ describe('config', () => {
     ['model outside the service', { model: '../elsewhere.pt' }, 'TORCH_MODEL_OUTSIDE_SERVICE', /elsewhere\.pt/],
     ['typo in an option', { model: 'model/model.pt', modle: 'x' }, 'TORCH_CONFIG_UNKNOWN_OPTION', /modle.*Did you mean "model"/],
     ['typo in a model option', { model: { path: 'model/model.pt', fatcory: 'a:b' } }, 'TORCH_CONFIG_UNKNOWN_OPTION', /fatcory.*"factory"/],
+    ['unknown store', { model: { path: 'model/model.pt', store: 'S3' } }, 'TORCH_CONFIG_INVALID', /custom\.torch\.model\.store is "S3".*one of auto, package, s3/],
     ['unknown loader', { model: { path: 'model/model.pt', loader: 'onnx' } }, 'TORCH_CONFIG_INVALID', /"onnx".*auto, torchscript, weights, state_dict, pickle, safetensors, export, transformers, custom/],
     ['state_dict without factory', { model: { path: 'model/model.pt', loader: 'state_dict' } }, 'TORCH_MODEL_FACTORY_REQUIRED', /factory/],
     ['factory not module:function', { model: { path: 'model/model.pt', factory: 'net.build' } }, 'TORCH_CONFIG_INVALID', /"net\.build"/],
