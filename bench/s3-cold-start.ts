@@ -101,8 +101,10 @@ async function main(): Promise<void> {
     if (packaged.code !== 0) throw new Error(`sls package failed:\n${packaged.stdout}\n${packaged.stderr}`);
     const packageDir = path.join(service, '.serverless');
     const [object] = JSON.parse(fs.readFileSync(path.join(packageDir, 'serverless-torch-models.json'), 'utf8'));
+    // A Buffer, not a stream: the SDK sends a stream as aws-chunked with a trailing checksum, which
+    // s3rver stores verbatim (chunk headers included), so the object would not be the model's bytes.
     const client = new S3Client({ endpoint: s3.endpoint, forcePathStyle: true, region: S3RVER_REGION, credentials: { accessKeyId: S3RVER_ACCESS_KEY_ID, secretAccessKey: S3RVER_SECRET_ACCESS_KEY } });
-    await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: object.key, Body: fs.createReadStream(path.join(packageDir, object.file)), ContentLength: object.size }));
+    await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: object.key, Body: fs.readFileSync(path.join(packageDir, object.file)), ContentLength: object.size }));
     client.destroy();
 
     const run = async (variant: Variant): Promise<Sample> => {
