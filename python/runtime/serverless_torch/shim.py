@@ -17,8 +17,6 @@ from typing import Any, Callable, Dict, Optional
 
 from serverless_torch import unpack as _unpack
 
-MB_PER_VCPU = 1769
-
 # Seconds each init phase took in this sandbox (unpack, import, load, handler), for the init
 # line and for bench/cold-start.
 INIT_TIMINGS: Dict[str, float] = {}
@@ -37,11 +35,15 @@ class InitError(RuntimeError):
 
 def torch_threads(memory_mb: Optional[str], cpus: int) -> int:
     """Lambda grants one vCPU per 1,769 MB; more threads than that only contend."""
-    try:
-        by_memory = max(1, int(round(int(memory_mb or "") / float(MB_PER_VCPU))))
-    except ValueError:
-        return cpus
-    return min(by_memory, cpus)
+    return _unpack.vcpus(memory_mb, cpus)
+
+
+def verifies_model() -> bool:
+    """Whether the model's sha256 is checked at init. Not on Lambda itself (the runtime API is
+    there): Lambda checks the function zip it unpacks into a read-only /var/task, and hashing a
+    large model would only add to every cold start (README "Performance"). Everywhere else (invoke
+    local, tests) the file could have changed since packaging, and it is checked."""
+    return not os.environ.get("AWS_LAMBDA_RUNTIME_API")
 
 
 def _put_after_task_root(path: str, task_root: str) -> None:
@@ -135,7 +137,7 @@ def _load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]]) -> 
     if not model:
         return None
     path = os.path.join(task_root, model["path"])
-    got = _sha256(path)
+    got = _sha256(path) if verifies_model() else model["sha256"]
     if got != model["sha256"]:
         raise InitError(
             "TORCH_MODEL_CHANGED",
@@ -242,8 +244,8 @@ def _init() -> Any:
     elif stats["skipped"]:
         unpack_note = "reused %s" % unpacked
     else:
-        unpack_note = "%.2f s (%.1f MiB, %d files, threads %d)" % (
-            stats["seconds"], stats["bytes"] / 2.0 ** 20, stats["files"], stats["workers"])
+        unpack_note = "%.2f s (%.1f MiB, %d files, %s, threads %d)" % (
+            stats["seconds"], stats["bytes"] / 2.0 ** 20, stats["files"], stats["codec"], stats["workers"])
     print(
         "serverless-torch init: unpack %s | import torch %.2f s | model load %.2f s (%s) | torch threads %d"
         % (
