@@ -1,6 +1,7 @@
 import { formatBytes } from '../util/format';
 import { UNZIPPED_LIMIT } from './limits';
 import { QuantizationReport } from '../model/quantize';
+import type { Compression } from './layer-build';
 
 /** What one function weighs against Lambda's limits, as printed after packaging. */
 export interface FunctionReport {
@@ -14,6 +15,8 @@ export interface FunctionReport {
   layers: { name: string; role: string; unzippedBytes: number; zippedBytes: number }[];
   totalUnzippedBytes: number;
   tmpBytes: number;
+  /** How the compressed layer was made; null when nothing travels compressed. */
+  compression: Compression | null;
   ephemeralStorageSize: number;
 }
 
@@ -44,8 +47,19 @@ export function formatReport(report: FunctionReport): string {
     `${report.functionName} (${report.target}, torch ${report.torch.version}, ${report.torch.wheel})`,
     ...lines.map((line) => `  ${row(line, widths)}`),
     `  ${tmp}; layers ${report.layers.length} (Lambda allows 5 per function)`,
+    ...(report.compression ? [`  ${formatCompression(report.compression, report.target)}`] : []),
     ...(report.quantization ? formatQuantization(report.quantization).map((line) => `  ${line}`) : []),
   ].join('\n');
+}
+
+/** Which codec and level the compressed layer uses, and, for zlib, why not zstd and what it costs. */
+export function formatCompression(compression: Compression, target: string): string {
+  const what = `compressed with ${compression.codec} level ${compression.level}: ${compression.units.length} of the dependencies in ${compression.frames} frames, ${formatBytes(compression.archiveBytes)}`;
+  if (!compression.fallback) return what;
+  return (
+    `${what}; zlib because ${compression.fallback}: unpacking at cold start takes about 4 times longer than with zstd, and the ` +
+    `archive is 15% larger. Put a zstandard wheel for ${target} on your index (or use python3.14) to get zstd`
+  );
 }
 
 function formatMs(milliseconds: number): string {

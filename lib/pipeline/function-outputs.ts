@@ -46,7 +46,14 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
   if (fn.snapStart) {
     checkSnapStart({ functionName: fn.name, target, tmpMbNeeded: needed, ephemeralStorageSize: fn.ephemeralStorageSize, tmpBytes: built.tmpBytes });
   } else {
-    const warning = initBudgetWarning({ functionName: fn.name, memorySize: fn.memorySize, tmpBytes: built.tmpBytes, modelBytes: contents.modelBytes, bytecode: Boolean(tree.bytecode) });
+    const warning = initBudgetWarning({
+      functionName: fn.name,
+      memorySize: fn.memorySize,
+      tmpBytes: built.tmpBytes,
+      codec: built.compression?.codec ?? null,
+      modelBytes: contents.modelBytes,
+      bytecode: Boolean(tree.bytecode),
+    });
     if (warning) reporter.warning(warning);
   }
   let ephemeralStorageSize = fn.ephemeralStorageSize;
@@ -65,6 +72,7 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
     layers: built.layers.map((layer, index) => ({ name: layers[index].name, role: layer.role, unzippedBytes: layer.unzippedBytes, zippedBytes: layer.bytes })),
     totalUnzippedBytes: totalUnzipped,
     tmpBytes: built.tmpBytes,
+    compression: built.compression,
     ephemeralStorageSize: ephemeralStorageSize ?? DEFAULT_TMP_MB,
   };
   return {

@@ -30,7 +30,7 @@ export async function packageTorchFunctions(options: {
   const trees = await resolveTrees({ config, targets: plan.targets, requirements: checked.requirements, model: checked.model, cache, runner, reporter });
   const shipped = await shipModel({ config, plan, model: checked.model, trees, cache, runner, reporter });
   const zips = await zipFunctions({ contents: shipped.contents, outputDir, reporter });
-  const layers = await buildTargetLayers({ plan, contents: shipped.contents, trees, model: shipped.model, outputDir, cache, reporter });
+  const layers = await buildTargetLayers({ config, plan, contents: shipped.contents, trees, model: shipped.model, outputDir, cache, runner, reporter });
   const built = { ...shipped, zips, trees, layers };
   return {
     functions: plan.functions.map((planned) => functionOutput(planned, built, reporter)),

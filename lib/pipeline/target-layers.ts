@@ -5,10 +5,12 @@ import { BuiltLayers, LayerArtifact, buildLayers } from '../bundle/layer-build';
 import { PackagedModel } from '../model/quantize';
 import { DependencyTree } from '../resolve/dependency-tree';
 import { TargetPlatform, targetId } from '../resolve/target';
+import { ResolvedConfig } from '../config/options';
 import { CacheLayout } from '../util/cache';
 import { diskFullError, freeBytes } from '../util/disk-space';
 import { TorchError } from '../util/errors';
 import { formatBytes } from '../util/format';
+import { Runner } from '../util/process';
 import { Reporter } from '../util/reporter';
 import { FunctionPlan } from './plan-functions';
 import { LayerOutput } from './types';
@@ -32,15 +34,17 @@ export function layerName(target: TargetPlatform, role: LayerArtifact['role']): 
  * and copies them into `outputDir`.
  */
 export async function buildTargetLayers(options: {
+  config: ResolvedConfig;
   plan: FunctionPlan;
   contents: Map<string, FunctionContents>;
   trees: Map<string, DependencyTree>;
   model: PackagedModel;
   outputDir: string;
   cache: CacheLayout;
+  runner: Runner;
   reporter: Reporter;
 }): Promise<Map<string, TargetLayers>> {
-  const { plan, contents, trees, outputDir, cache, reporter } = options;
+  const { config, plan, contents, trees, outputDir, cache, runner, reporter } = options;
   const layers = new Map<string, TargetLayers>();
   for (const [id, target] of plan.targets) {
     const tree = trees.get(id)!;
@@ -48,7 +52,7 @@ export async function buildTargetLayers(options: {
     const largest = functions.map(({ fn }) => ({ fn, contents: contents.get(fn.artifactName)! })).sort((a, b) => b.contents.unzippedBytes - a.contents.unzippedBytes)[0];
     let built: BuiltLayers;
     try {
-      built = await buildLayers({ tree, functionBytes: largest.contents.unzippedBytes, cache, reporter });
+      built = await buildLayers({ config, tree, functionBytes: largest.contents.unzippedBytes, cache, runner, reporter });
     } catch (error) {
       // The layer plan knows the dependencies; say which function left them too little room.
       if (!(error instanceof TorchError) || error.code !== 'TORCH_PACKAGE_TOO_LARGE') throw error;
@@ -82,7 +86,7 @@ function copyLayers(built: BuiltLayers, target: TargetPlatform, tree: Dependency
     const artifact = path.join(outputDir, `${name}.zip`);
     fs.copyFileSync(layer.path, artifact);
     reporter.verbose(
-      `Layer ${name}: ${layer.role === 'deps' ? `${built.uncompressedBytes} bytes of files under /opt/python` : `archive of ${built.compressedBytes} bytes unpacked to /tmp at cold start${built.libraries.length ? `, preloading ${built.libraries.join(', ')}` : ''}`}`,
+      `Layer ${name}: ${layer.role === 'deps' ? `${built.uncompressedBytes} bytes of files under /opt/python` : `${built.compression ? `${built.compression.codec} level ${built.compression.level} archive` : 'archive'} of ${built.compressedBytes} bytes unpacked to /tmp at cold start${built.libraries.length ? `, preloading ${built.libraries.join(', ')}` : ''}`}`,
     );
     return {
       name,
