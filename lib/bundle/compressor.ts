@@ -8,6 +8,7 @@ import { lastLines } from '../resolve/pip-failure';
 import { CacheLayout } from '../util/cache';
 import { isTorchError } from '../util/errors';
 import { formatBytes } from '../util/format';
+import { sha256 } from '../util/hash';
 import { BUILD_SCRIPTS_DIR } from '../util/plugin-paths';
 import { Runner } from '../util/process';
 import { Reporter } from '../util/reporter';
@@ -89,9 +90,11 @@ async function runCompress(options: {
 }): Promise<PackedUnit[]> {
   const { host, codec, level, units, dir, treeDir, runner, reporter } = options;
   fs.mkdirSync(dir, { recursive: true });
-  const outputs = units.map((unit, index) => path.join(dir, `${codec}${level}-${index}-${unit.kind}`));
-  const jobFile = path.join(dir, `job-${codec}${level}.json`);
-  const resultFile = path.join(dir, `result-${codec}${level}.json`);
+  // Named after the unit: the plan measures units in batches, and each keeps its own file.
+  const outputs = units.map((unit) => path.join(dir, `${unit.kind}-${sha256(unit.name).slice(0, 16)}.${codec}${level}`));
+  const batch = fs.readdirSync(dir).filter((name) => name.startsWith('job-')).length;
+  const jobFile = path.join(dir, `job-${batch}.json`);
+  const resultFile = path.join(dir, `result-${batch}.json`);
   fs.writeFileSync(
     jobFile,
     JSON.stringify({

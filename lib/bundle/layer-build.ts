@@ -107,6 +107,10 @@ export async function planCompressed(options: {
   const { units, pinnedFiles } = packUnits(tree.files, pinned);
   const overhead = (packed: PackedUnit[]) => manifestText(depsManifest({ key, codec: compressor.codec, packed, libraries: movedLibraries(packed) })).length;
   const levels = LEVELS[compressor.codec];
+  if (totalBytes(pinnedFiles) + reserveForFunction(functionBytes, 'fine') > UNZIPPED_LIMIT) {
+    // Certain without compressing anything: even an empty archive would not fit.
+    throw tooLarge({ files: tree.files, functionBytes, measured: `and ${formatBytes(totalBytes(pinnedFiles))} must stay uncompressed (the zstd decoder)` });
+  }
   let everything: PackedUnit[] = [];
   for (const level of levels) {
     const pack = measuring(compressor, level, path.join(workDir, `${compressor.codec}${level}`), tree.dir);
