@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { FixtureWheels, WheelIndex, prepareFixtureWheels, startWheelIndex } from '../support/wheel-index';
+import { LOCAL_SCRIPTS_DIR } from '../../lib/util/plugin-paths';
 import { CLIS, REPO, lastJson, makeService, runSls, serviceYaml, zipMembers } from '../support/sls';
 
 const PYTHON311 = execFileSync('python3.11', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
@@ -75,7 +76,8 @@ describe('packaging the example service end to end (real CLI, pip, torch 2.13.0)
     const layerZips = fs.readdirSync(path.join(service, '.serverless')).filter((file) => file.startsWith('torch'));
     const members = layerZips.flatMap((file) => zipMembers(path.join(service, '.serverless', file), true));
     assert.ok(members.some((member) => member.endsWith('torch/__init__.py')));
-    assert.ok(members.some((member) => member.endsWith('.parts/torch/lib/libtorch_cpu.so.000')), 'the inner archive is listed too');
+    assert.ok(members.some((member) => /^serverless-torch\/deps-[0-9a-f]{16}\.zst$/.test(member)), 'the zstd archive travels in the packed layer');
+    assert.ok(members.includes('python/zstandard/__init__.py'), 'the zstd decoder ships uncompressed, importable before anything is unpacked');
     // Bytecode ships only when compiled for the runtime's own Python (cpython-311 here).
     for (const bad of [/^(python\/)?(nvidia|triton)[^/]*\//, /libtorch_cuda/, /torch\/test\//, /torch\/include\//, /\.pyi$/, /__pycache__\/(?![^/]+\.cpython-311\.pyc$)/]) {
       assert.ok(!members.some((member) => bad.test(member)), `a member matches ${bad}`);
@@ -111,6 +113,7 @@ describe('packaging the example service end to end (real CLI, pip, torch 2.13.0)
     assert.match(output, /predict \(python3\.11 x86_64, torch 2\.13\.0\+cpu/);
     assert.match(output, /total \/ limit 250\.0 MiB/);
     assert.match(output, /\/tmp at cold start/);
+    assert.match(output, /compressed with zstd level -?\d+: 1 of the dependencies in \d+ frames/);
   });
 
   for (const cli of CLIS) {
@@ -150,7 +153,7 @@ for info in zipfile.ZipFile(sys.argv[1]).infolist():
       execFileSync('chmod', ['-R', 'a-w', path.join(root, 'var'), path.join(root, 'opt')]);
       const out = execFileSync(
         PYTHON311,
-        ['-I', '-S', path.join(root, 'var/task/serverless_torch/invoke_local.py')],
+        ['-I', '-S', path.join(LOCAL_SCRIPTS_DIR, 'invoke_local.py')],
         {
           input: fs.readFileSync(EVENT_PATH, 'utf8').replace(/\n/g, ' ') + '\n',
           env: {
