@@ -39,13 +39,28 @@ export interface Compressor {
 }
 
 /**
+ * The target's own zstandard, when this machine's interpreter imports it: the build machine is
+ * then of the target's Python version and processor (the usual case), and no host copy needs
+ * installing (measured 4 to 9 s of a cold package here).
+ */
+async function treeZstandard(config: ResolvedConfig, decoder: TreeDecoder, treeDir: string | undefined, runner: Runner): Promise<HostPackage | null> {
+  if (!treeDir || decoder.codec !== 'zstd' || decoder.module !== 'zstandard') return null;
+  const probe = `import sys; sys.path[:0] = [${JSON.stringify(treeDir)}]; import zstandard, platform; print("%d.%d" % sys.version_info[:2])`;
+  const result = await runner(config.python, ['-I', '-S', '-c', probe]).catch(() => null);
+  if (!result || result.code !== 0) return null;
+  return { python: config.python, pythonVersion: result.stdout.trim(), version: decoder.version, sitePath: treeDir };
+}
+
+/**
  * zstd when the target can decode it (its zstandard wheel ships in the tree, or python3.14) and
- * this machine can encode it (a host copy of zstandard, installed into the cache like the host
- * torch); otherwise zlib, and the reason goes in the report.
+ * this machine can encode it (the tree's own zstandard when it imports here, else a host copy
+ * installed into the cache like the host torch); otherwise zlib, and the reason goes in the report.
  */
 export async function openCompressor(options: {
   config: ResolvedConfig;
   decoder: TreeDecoder;
+  /** The dependency tree, whose zstandard may do for this machine too. @default a host copy */
+  treeDir?: string;
   cache: CacheLayout;
   runner: Runner;
   reporter: Reporter;
@@ -53,7 +68,9 @@ export async function openCompressor(options: {
   const { config, decoder, cache, runner, reporter } = options;
   let host: HostPackage | null = null;
   let fallback: string | null = decoder.codec === 'zlib' ? decoder.reason : null;
-  if (!fallback) {
+  if (!fallback) host = await treeZstandard(config, decoder, options.treeDir, runner);
+  if (host) reporter.verbose(`Compressing with the target's own zstandard ${host.version}: ${config.python} imports it`);
+  if (!fallback && !host) {
     try {
       host = await ensureHostPackage({
         config,

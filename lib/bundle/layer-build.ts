@@ -194,7 +194,7 @@ async function buildOnce(options: {
   let plan: LayerPlan = { uncompressed: tree.files, packed: [], libraries: [], reservedForFunction: reserved };
   let compression: Compression | null = null;
   if (totalBytes(tree.files) + reserved > UNZIPPED_LIMIT) {
-    const compressor = await openCompressor({ config, decoder: tree.decoder, cache, runner, reporter });
+    const compressor = await openCompressor({ config, decoder: tree.decoder, treeDir: tree.dir, cache, runner, reporter });
     if (compressor.fallback) reporter.notice(`Compressed dependencies use zlib, not zstd: ${compressor.fallback}. A cold start unpacks them about 4 times slower.`);
     const planned = await planCompressed({ tree, functionBytes, compressor, key, workDir, reporter });
     plan = planned.plan;
