@@ -65,6 +65,7 @@ async function waitFor(run: RunningSls, reached: () => boolean, what: string): P
 function largestWorkZip(cacheDir: string): number {
   const tmp = path.join(cacheDir, 'tmp');
   let largest = 0;
+  // Layer sets are built in work directories named after their cache kind, "artifacts".
   for (const work of fs.existsSync(tmp) ? fs.readdirSync(tmp).filter((name) => name.startsWith('artifacts-')) : []) {
     for (const attempt of fs.readdirSync(path.join(tmp, work), { withFileTypes: true }).filter((entry) => entry.isDirectory())) {
       for (const file of fs.readdirSync(path.join(tmp, work, attempt.name)).filter((name) => name.endsWith('.zip'))) {

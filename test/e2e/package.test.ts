@@ -4,7 +4,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { FixtureWheels, WheelIndex, prepareFixtureWheels, startWheelIndex } from '../support/wheel-index';
-import { LOCAL_SCRIPTS_DIR } from '../../lib/util/plugin-paths';
 import { CLIS, REPO, lastJson, makeService, runSls, serviceYaml, zipMembers } from '../support/sls';
 
 const PYTHON311 = execFileSync('python3.11', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
@@ -153,7 +152,8 @@ for info in zipfile.ZipFile(sys.argv[1]).infolist():
       execFileSync('chmod', ['-R', 'a-w', path.join(root, 'var'), path.join(root, 'opt')]);
       const out = execFileSync(
         PYTHON311,
-        ['-I', '-S', path.join(LOCAL_SCRIPTS_DIR, 'invoke_local.py')],
+        // The local runner stays in the plugin (it never ships): run from the repository.
+        ['-I', '-S', path.join(REPO, 'python', 'local', 'invoke_local.py')],
         {
           input: fs.readFileSync(EVENT_PATH, 'utf8').replace(/\n/g, ' ') + '\n',
           env: {
