@@ -1,7 +1,7 @@
 """Python side of bench/cold-start.ts. Standard library only.
 
   python -I -S -B cold_start.py run ours|floor|baseline    one cold start, one JSON line on fd 3
-  python cold_start.py floor OPT_DIR                          merge the packed archive into OPT_DIR/python
+  python cold_start.py floor OPT_DIR TASK_ROOT                merge the packed archive into OPT_DIR/python
   python cold_start.py slim SITE_DIR                          serverless-python-requirements' `slim`
 
 `run` is started in a fresh interpreter with the Lambda layout given in the environment
@@ -14,9 +14,12 @@ import os
 import shutil
 import sys
 import time
-import zipfile
 
 STARTED = time.time()
+
+if os.environ.get("BENCH_CPUS"):
+    # The cores the function's memory buys vCPUs for: the first ones this process may use.
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:int(os.environ["BENCH_CPUS"])])
 
 
 def lambda_sys_path(task_root, opt_dir):
@@ -108,33 +111,25 @@ def run(variant):
     out.flush()
 
 
-def floor(opt_dir):
-    """Puts every file of the packed archive back into the tree under /opt/python, as if
-    everything had fit uncompressed, and removes deps.json so there is nothing to unpack."""
+def floor(opt_dir, task_root):
+    """Unpacks the packed archive with the shim's own unpacker and moves every file into the tree
+    under /opt/python, as if everything had fit uncompressed; removes deps.json so there is
+    nothing to unpack."""
     packed = os.path.join(opt_dir, "serverless-torch")
     with open(os.path.join(packed, "deps.json")) as f:
         deps = json.load(f)
     root = os.path.join(opt_dir, deps.get("optRoot") or "python")
-    archives = list(deps["archives"])
-    for name in archives:
-        with zipfile.ZipFile(os.path.join(packed, name)) as zf:
-            for info in zf.infolist():
-                if info.filename.startswith(".parts/") or info.is_dir():
-                    continue
-                target = os.path.join(root, info.filename)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                os.chmod(target, (info.external_attr >> 16) & 0o777 or 0o644)
-    for rel, entry in deps.get("chunked", {}).items():
-        target = os.path.join(root, rel)
+    # The decoder (zstandard) ships uncompressed in /opt/python; the unpacker is the shim's.
+    sys.path[:0] = [task_root, root]
+    from serverless_torch import unpack
+    scratch = os.path.join(opt_dir, ".floor-unpack")
+    os.environ.pop("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", None)
+    unpacked = unpack.unpack(opt_dir, scratch, deps)
+    for name, _size, _mode in deps["files"]:
+        target = os.path.join(root, name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as dst:
-            for part in sorted(entry["parts"], key=lambda p: p["offset"]):
-                with zipfile.ZipFile(os.path.join(packed, part["archive"])) as zf:
-                    with zf.open(part["member"]) as src:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-        os.chmod(target, entry.get("mode") or 0o644)
+        os.replace(os.path.join(unpacked, name), target)
+    shutil.rmtree(scratch)
     shutil.rmtree(packed)
 
 
@@ -160,7 +155,7 @@ if __name__ == "__main__":
     if command == "run":
         run(sys.argv[2])
     elif command == "floor":
-        floor(sys.argv[2])
+        floor(sys.argv[2], sys.argv[3])
     elif command == "slim":
         slim(sys.argv[2])
     else:

@@ -2,6 +2,7 @@ import { TorchError } from '../util/errors';
 import { formatBytes } from '../util/format';
 import { DEFAULT_TMP_MB } from './limits';
 import { TargetPlatform } from '../resolve/target';
+import { Codec } from './deps-archive';
 
 /** Lambda's limit on the init phase of an on-demand function; past it Lambda retries init inside the first request. */
 export const INIT_LIMIT_SECONDS = 10;
@@ -11,8 +12,11 @@ export const MB_PER_VCPU = 1769;
 // Per-vCPU figures measured with bench/cold-start (torch 2.13 x86_64, python3.11, warm page
 // cache, README "Performance"), rounded towards slow: the estimate is for a warning, and a
 // loaded Lambda host is slower than an idle one.
-/** Inflating the compressed dependencies into /tmp, per vCPU (the shim uses one thread per vCPU). */
-export const UNPACK_BYTES_PER_SECOND = 200e6;
+/**
+ * Unpacking the compressed dependencies into /tmp (decoding and writing), per vCPU: the shim
+ * decodes frames on one thread per vCPU.
+ */
+export const UNPACK_BYTES_PER_SECOND: Record<Codec, number> = { zstd: 600e6, zlib: 200e6 };
 /** `import torch` on one vCPU, with bytecode compiled for the runtime and without (import is single-threaded). */
 export const IMPORT_SECONDS = { bytecode: 1.4, source: 3.0 };
 /** Reading and copying the model's weights, per vCPU. */
@@ -39,11 +43,11 @@ export interface InitEstimate {
 }
 
 /** Seconds a cold start takes from sandbox start to a loaded model, at a memory size. */
-export function estimateInit(options: { memorySize: number; tmpBytes: number; modelBytes: number; downloadBytes?: number; bytecode: boolean }): InitEstimate {
+export function estimateInit(options: { memorySize: number; tmpBytes: number; codec: Codec | null; modelBytes: number; downloadBytes?: number; bytecode: boolean }): InitEstimate {
   const vcpus = Math.min(6, options.memorySize / MB_PER_VCPU);
   // Import and load run on one thread: more than one vCPU does not speed them up, less slows them down.
   const oneThread = Math.min(1, vcpus);
-  const unpack = options.tmpBytes / (UNPACK_BYTES_PER_SECOND * vcpus);
+  const unpack = options.tmpBytes / (UNPACK_BYTES_PER_SECOND[options.codec ?? 'zstd'] * vcpus);
   const importSeconds = (options.bytecode ? IMPORT_SECONDS.bytecode : IMPORT_SECONDS.source) / oneThread;
   const load = options.modelBytes / (LOAD_BYTES_PER_SECOND * oneThread);
   const downloadBytes = options.downloadBytes ?? 0;
@@ -62,6 +66,7 @@ export function initBudgetWarning(options: {
   functionName: string;
   memorySize: number;
   tmpBytes: number;
+  codec: Codec | null;
   modelBytes: number;
   downloadBytes?: number;
   bytecode: boolean;
@@ -77,7 +82,7 @@ export function initBudgetWarning(options: {
   }
   return (
     `Function "${options.functionName}": its cold start is estimated at ${estimate.total.toFixed(1)} s at ${options.memorySize} MB ` +
-    `(${estimate.vcpus.toFixed(2)} vCPU: unpack ${formatBytes(options.tmpBytes)} ${estimate.unpack.toFixed(1)} s, import torch ` +
+    `(${estimate.vcpus.toFixed(2)} vCPU: unpack ${formatBytes(options.tmpBytes)}${options.codec ? ` (${options.codec})` : ''} ${estimate.unpack.toFixed(1)} s, import torch ` +
     `${estimate.import.toFixed(1)} s${options.bytecode ? '' : ' without bytecode'}, ${estimate.download ? `meanwhile the model's download from S3 ${estimate.download.toFixed(1)} s, ` : ''}model ${estimate.load.toFixed(1)} s), which likely passes ` +
     `Lambda's ${INIT_LIMIT_SECONDS} s init limit; Lambda then repeats init inside the first request. ` +
     (enough

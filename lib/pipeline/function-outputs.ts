@@ -76,7 +76,15 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
   if (fn.snapStart) {
     checkSnapStart({ functionName: fn.name, target, tmpMbNeeded: needed, ephemeralStorageSize: fn.ephemeralStorageSize, tmpBytes });
   } else {
-    const warning = initBudgetWarning({ functionName: fn.name, memorySize: fn.memorySize, tmpBytes: built.tmpBytes, modelBytes, downloadBytes: s3?.size ?? 0, bytecode: Boolean(tree.bytecode) });
+    const warning = initBudgetWarning({
+      functionName: fn.name,
+      memorySize: fn.memorySize,
+      tmpBytes: built.tmpBytes,
+      codec: built.compression?.codec ?? null,
+      modelBytes,
+      downloadBytes: s3?.size ?? 0,
+      bytecode: Boolean(tree.bytecode),
+    });
     if (warning) reporter.warning(warning);
   }
   const memory = memoryWarning({ functionName: fn.name, memorySize: fn.memorySize, modelBytes });
@@ -103,6 +111,7 @@ export function functionOutput(planned: PlannedFunction, service: BuiltService, 
     buildTools: { strip: tree.symbols?.tool ?? null, bytecode: tree.bytecode?.python ?? null },
     totalUnzippedBytes: totalUnzipped,
     tmpBytes,
+    compression: built.compression,
     ephemeralStorageSize: ephemeralStorageSize ?? DEFAULT_TMP_MB,
   };
   return {

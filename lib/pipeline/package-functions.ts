@@ -78,7 +78,7 @@ async function packageWith(options: {
   // Collected again, quietly: what the first collection had to say is said already.
   const contents = collectArtifacts({ config, functions: plan.functions, packaged, reporter: silentReporter });
   const zips = await zipFunctions({ contents, outputDir, reporter });
-  const layers = await buildTargetLayers({ plan, contents, trees, naming, outputDir, cache, reporter });
+  const layers = await buildTargetLayers({ config, plan, contents, trees, naming, outputDir, cache, runner, reporter });
   const built = { contents, packaged, quantization: shipped.quantization, zips, trees, layers };
   return {
     functions: plan.functions.map((planned) => functionOutput(planned, built, reporter)),

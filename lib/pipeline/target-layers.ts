@@ -4,11 +4,13 @@ import { FunctionContents } from '../bundle/function-package';
 import { BuiltLayers, LayerArtifact, buildLayers } from '../bundle/layer-build';
 import { DependencyTree } from '../resolve/dependency-tree';
 import { TargetPlatform, targetId } from '../resolve/target';
+import { ResolvedConfig } from '../config/options';
 import { CacheLayout } from '../util/cache';
 import { diskFullError, freeBytes } from '../util/disk-space';
 import { TorchError } from '../util/errors';
 import { formatBytes } from '../util/format';
 import { sha256 } from '../util/hash';
+import { Runner } from '../util/process';
 import { Reporter } from '../util/reporter';
 import { FunctionPlan } from './plan-functions';
 import { LayerOutput } from './types';
@@ -56,15 +58,17 @@ export function layerName(target: TargetPlatform, role: LayerArtifact['role']): 
  * and copies them into `outputDir`.
  */
 export async function buildTargetLayers(options: {
+  config: ResolvedConfig;
   plan: FunctionPlan;
   contents: Map<string, FunctionContents>;
   trees: Map<string, DependencyTree>;
   naming: LayerNaming;
   outputDir: string;
   cache: CacheLayout;
+  runner: Runner;
   reporter: Reporter;
 }): Promise<Map<string, TargetLayers>> {
-  const { plan, contents, trees, naming, outputDir, cache, reporter } = options;
+  const { config, plan, contents, trees, naming, outputDir, cache, runner, reporter } = options;
   const layers = new Map<string, TargetLayers>();
   for (const [id, target] of plan.targets) {
     const tree = trees.get(id)!;
@@ -75,7 +79,7 @@ export async function buildTargetLayers(options: {
       .sort((a, b) => b.bytes - a.bytes)[0];
     let built: BuiltLayers;
     try {
-      built = await buildLayers({ tree, functionBytes: largest.bytes, cache, reporter });
+      built = await buildLayers({ config, tree, functionBytes: largest.bytes, cache, runner, reporter });
     } catch (error) {
       // The layer plan knows the dependencies; say which function left them too little room.
       if (!(error instanceof TorchError) || error.code !== 'TORCH_PACKAGE_TOO_LARGE') throw error;
@@ -109,7 +113,7 @@ function copyLayers(built: BuiltLayers, target: TargetPlatform, tree: Dependency
     const artifact = path.join(outputDir, `${name}.zip`);
     fs.copyFileSync(layer.path, artifact);
     reporter.verbose(
-      `Layer ${name}: ${layer.role === 'deps' ? `${built.uncompressedBytes} bytes of files under /opt/python` : `archive of ${built.compressedBytes} bytes unpacked to /tmp at cold start${built.libraries.length ? `, preloading ${built.libraries.join(', ')}` : ''}`}`,
+      `Layer ${name}: ${layer.role === 'deps' ? `${built.uncompressedBytes} bytes of files under /opt/python` : `${built.compression ? `${built.compression.codec} level ${built.compression.level} archive` : 'archive'} of ${built.compressedBytes} bytes unpacked to /tmp at cold start${built.libraries.length ? `, preloading ${built.libraries.join(', ')}` : ''}`}`,
     );
     return {
       name,

@@ -15,6 +15,7 @@ import { PLUGIN_VERSION } from '../util/plugin-paths';
 import { Runner } from '../util/process';
 import { Reporter } from '../util/reporter';
 import { installTree } from './install';
+import { DECODER_PROJECT, DecoderChoice, TreeDecoder, chooseDecoder, treeDecoder } from './decoder';
 import { checkPip, configuredExtraIndexUrls } from './pip-args';
 import { TargetPlatform, targetId } from './target';
 import { downloadTorchWheel } from './torch-wheel';
@@ -33,11 +34,14 @@ export interface DependencyTree {
   symbols: { tool: string | null; before: number; after: number };
   /** .pyc written for the modules a cold start imports; null when no interpreter of the runtime's version was found. */
   bytecode?: TreeBytecode;
+  /** How the shim will decode what travels compressed. */
+  decoder: TreeDecoder;
 }
 
 type TreeRecord = Omit<DependencyTree, 'dir' | 'key'>;
 
 const TREE_DIR = 'site';
+const DECODER_FORMAT = 1;
 const RECORD_FILE = 'tree.json';
 
 // What a package must never bring into a Lambda zip: GPU runtimes that cannot run there.
@@ -90,6 +94,8 @@ export async function buildDependencyTree(options: {
     target: targetId(target),
     strip: { keep: config.strip.keep, remove: config.strip.remove, symbols: tools.stripTool !== null },
     bytecode: tools.compiler ? BYTECODE_FORMAT : null,
+    // The zstd decoder installed with the requirements (its wheel is resolved like theirs).
+    decoder: DECODER_FORMAT,
   });
   const started = Date.now();
   const step: TreeStep = { config, target, requirements, tools, runner, reporter };
@@ -122,9 +128,11 @@ async function buildTree(step: TreeStep, treeDir: string, workDir: string): Prom
         `(install binutils-${target.machine.replace('_', '-')}-linux-gnu or llvm to save about 20%).`,
     );
   }
-  const { torch, installed } = await installDependencies(step, treeDir, workDir);
+  const { torch, installed, decoder } = await installDependencies(step, treeDir, workDir);
   const shrunk = await shrinkTree({ treeDir, installed, strip: config.strip, stripTool: tools.stripTool, target, runner, reporter });
-  const bytecode = await compileTreeBytecode({ treeDir, target, requirementLines: requirements.otherLines, compiler: tools.compiler, runner, reporter });
+  // The shim imports the decoder first thing at cold start: it gets bytecode like the user's requirements.
+  const seeds = decoder.codec === 'zstd' && decoder.module === 'zstandard' ? [...requirements.otherLines, DECODER_PROJECT] : requirements.otherLines;
+  const bytecode = await compileTreeBytecode({ treeDir, target, requirementLines: seeds, compiler: tools.compiler, runner, reporter });
   const files = listTree(treeDir);
   return {
     files,
@@ -134,11 +142,12 @@ async function buildTree(step: TreeStep, treeDir: string, workDir: string): Prom
     strippedBytes: totalBytes(files),
     ...shrunk,
     bytecode,
+    decoder,
   };
 }
 
 /** The torch wheel from the torch index alone, then the requirements with torch pinned to it; never a GPU build. */
-async function installDependencies(step: TreeStep, treeDir: string, workDir: string): Promise<{ torch: TreeRecord['torch']; installed: FileEntry[] }> {
+async function installDependencies(step: TreeStep, treeDir: string, workDir: string): Promise<{ torch: TreeRecord['torch']; installed: FileEntry[]; decoder: TreeDecoder }> {
   const { config, target, requirements, tools, runner, reporter } = step;
   await checkPip(config.python, runner);
   const started = Date.now();
@@ -146,6 +155,8 @@ async function installDependencies(step: TreeStep, treeDir: string, workDir: str
   const pipLine = (line: string) => reporter.verbose(`pip: ${line}`);
   const torchWheel = await downloadTorchWheel({ config, target, torchSpecifier: requirements.torchSpecifier, workDir, runner, onLine: pipLine });
   reporter.verbose(`torch wheel for ${targetId(target)}: ${torchWheel.name.filename} from ${config.torchIndexUrl}`);
+  const decoderChoice = await chooseDecoder({ config, target, otherLines: requirements.otherLines, workDir, configuredExtras: tools.configuredExtras, runner, onLine: pipLine });
+  reporter.verbose(`zstd decoder for ${targetId(target)}: ${describeChoice(decoderChoice)}`);
   reporter.progress(`Installing ${torchWheel.name.filename} and the requirements for ${target.runtime} ${target.architecture}`);
   fs.mkdirSync(treeDir, { recursive: true });
   await installTree({
@@ -156,6 +167,7 @@ async function installDependencies(step: TreeStep, treeDir: string, workDir: str
     constraintLines: requirements.constraintLines,
     usesHashes: requirements.usesHashes,
     torchHashes: requirements.torchHashes,
+    extraWheels: decoderChoice.kind === 'wheel' ? [decoderChoice.path] : [],
     treeDir,
     workDir,
     configuredExtras: tools.configuredExtras,
@@ -177,5 +189,19 @@ async function installDependencies(step: TreeStep, treeDir: string, workDir: str
   return {
     torch: { version: distInfo ? distInfo.slice('torch-'.length, -'.dist-info'.length) : torchWheel.name.version, wheel: torchWheel.name.filename },
     installed,
+    decoder: treeDecoder(decoderChoice, treeDir),
   };
+}
+
+function describeChoice(choice: DecoderChoice): string {
+  switch (choice.kind) {
+    case 'stdlib':
+      return 'compression.zstd of the runtime (python3.14+), nothing to ship';
+    case 'requirements':
+      return 'zstandard, as the requirements name it';
+    case 'wheel':
+      return `${path.basename(choice.path)}, installed with the requirements and shipped uncompressed`;
+    case 'none':
+      return `none (${choice.reason}): the compressed dependencies will use zlib`;
+  }
 }

@@ -20,6 +20,8 @@ export async function installTree(options: {
   usesHashes: boolean;
   /** The user's sha256 pins for torch: the chosen wheel must match one. @default none */
   torchHashes?: string[];
+  /** Wheel files installed with the requirements (the zstd decoder), already checked against their index. @default none */
+  extraWheels?: string[];
   treeDir: string;
   workDir: string;
   configuredExtras: string[];
@@ -28,13 +30,15 @@ export async function installTree(options: {
 }): Promise<void> {
   const { config, target, torchWheel, treeDir, workDir, runner } = options;
   const torchLine = options.usesHashes ? `${torchWheel.path} --hash=sha256:${await checkTorchPins(options)}` : torchWheel.path;
+  // In hash-checking mode every line needs a hash: pip verified these files against their index when it downloaded them.
+  const extraLines = await Promise.all((options.extraWheels ?? []).map(async (wheel) => (options.usesHashes ? `${wheel} --hash=sha256:${await sha256File(wheel)}` : wheel)));
   // The user's files are never edited: pip reads copies with torch replaced by the chosen wheel
   // (and taken out of the constraints, which the wheel's own version might not match textually).
   const requirementsCopy = path.join(workDir, 'requirements.txt');
   const constraints = options.constraintLines ?? [];
   const constraintsCopy = path.join(workDir, 'constraints.txt');
   if (constraints.length) fs.writeFileSync(constraintsCopy, constraints.join('\n') + '\n');
-  fs.writeFileSync(requirementsCopy, [...options.otherLines, ...(constraints.length ? [`-c ${constraintsCopy}`] : []), torchLine].join('\n') + '\n');
+  fs.writeFileSync(requirementsCopy, [...options.otherLines, ...(constraints.length ? [`-c ${constraintsCopy}`] : []), torchLine, ...extraLines].join('\n') + '\n');
   const result = await runner(
     config.python,
     pipForTarget(target, [
@@ -52,7 +56,7 @@ export async function installTree(options: {
     { onLine: options.onLine },
   );
   if (result.code !== 0) throw installFailure(config, target, result.stdout, result.stderr, treeDir);
-  forgetWheelPath(treeDir, torchWheel);
+  for (const wheel of [torchWheel.path, ...(options.extraWheels ?? [])]) forgetWheelPath(treeDir, path.basename(wheel));
 }
 
 /**
@@ -96,11 +100,12 @@ function installFailure(config: ResolvedConfig, target: TargetPlatform, stdout: 
 /**
  * pip records a wheel installed from a file in <dist-info>/direct_url.json (PEP 610), here the
  * path of this run's work directory. That path differs on every cold build, so it would make the
- * layers differ too and be uploaded again. torch came from the index, as an index install records
- * nothing, so the file and its RECORD line go.
+ * layers differ too and be uploaded again. The wheel came from an index, as an index install
+ * records nothing, so the file and its RECORD line go.
  */
-function forgetWheelPath(treeDir: string, torchWheel: TorchWheel): void {
-  const distInfo = fs.readdirSync(treeDir).find((name) => name.startsWith('torch-') && name.endsWith('.dist-info'));
+function forgetWheelPath(treeDir: string, wheelFile: string): void {
+  const project = wheelFile.split('-')[0];
+  const distInfo = fs.readdirSync(treeDir).find((name) => name.startsWith(`${project}-`) && name.endsWith('.dist-info'));
   if (!distInfo) return;
   const directUrl = path.join(treeDir, distInfo, 'direct_url.json');
   let url = '';
@@ -109,7 +114,7 @@ function forgetWheelPath(treeDir: string, torchWheel: TorchWheel): void {
   } catch {
     return;
   }
-  if (!url.startsWith('file://') || !decodeURIComponent(url).endsWith(`/${torchWheel.name.filename}`)) return;
+  if (!url.startsWith('file://') || !decodeURIComponent(url).endsWith(`/${wheelFile}`)) return;
   fs.rmSync(directUrl);
   const record = path.join(treeDir, distInfo, 'RECORD');
   if (fs.existsSync(record)) {

@@ -8,8 +8,8 @@ export function cacheKey(parts: unknown): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
 }
 
-/** What the cache holds: dependency trees, built layers, quantized models, host copies of torch. */
-export type CacheKind = 'trees' | 'artifacts' | 'models' | 'host-torch' | 'runtime';
+/** What the cache holds: dependency trees, built layers, quantized models, host copies of torch and zstandard, runtime packages. */
+export type CacheKind = 'trees' | 'artifacts' | 'models' | 'host' | 'runtime';
 
 export interface CacheLayout {
   root: string;

@@ -1,4 +1,4 @@
-"""Fixtures shared by the Python tests: zip archives, a fake torch and packaged functions."""
+"""Fixtures shared by the Python tests: compressed archives, a fake torch and packaged functions."""
 
 import hashlib
 import json
@@ -10,8 +10,7 @@ import sys
 import tempfile
 import textwrap
 import unittest
-import warnings
-import zipfile
+import zlib
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What ships in every function zip, and what only `invoke local` runs.
@@ -28,33 +27,51 @@ def write(path, text, mode=None):
         os.chmod(path, mode)
 
 
-def zip_member(name, data, mode=0o644, kind=stat.S_IFREG):
-    """A (ZipInfo, bytes) pair with Unix attributes, as the packager writes them."""
-    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.create_system = 3
-    # No Unix bits at all, as a zip made on Windows has (0x20: the MS-DOS archive flag).
-    info.external_attr = ((kind | mode) << 16) if mode is not None else 0x20
-    info.compress_type = zipfile.ZIP_DEFLATED
-    return info, data if isinstance(data, bytes) else data.encode("utf-8")
+try:
+    import zstandard
+except ImportError:  # only the Pythons the test run gives a host copy of zstandard (see unittest-suite.test.ts)
+    zstandard = None
+
+# The codecs this interpreter can write archives with: zlib always, zstd with zstandard.
+CODECS = ["zlib"] + (["zstd"] if zstandard is not None else [])
+ARCHIVE = "deps-%s.bin" % KEY
 
 
-def make_zip(path, members):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with zipfile.ZipFile(path, "w") as zf, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicate names are made on purpose
-        for info, data in members:
-            zf.writestr(info, data)
+def compress(codec, data):
+    """One frame as python/build/compress.py writes it."""
+    if codec == "zstd":
+        return zstandard.ZstdCompressor(level=3, write_checksum=True, write_content_size=True).compress(data)
+    context = zlib.compressobj(6)
+    return context.compress(data) + context.flush()
 
 
 def write_deps(opt_dir, **fields):
-    deps = {"format": 1, "key": KEY, "unpackedBytes": 0, "archives": [], "chunked": {},
-            "libraries": [], "optRoot": "python"}
+    deps = {"format": 2, "key": KEY, "codec": "zlib", "archive": ARCHIVE, "unpackedBytes": 0, "files": [],
+            "frames": [], "libraries": [], "optRoot": "python"}
     deps.update(fields)
     path = os.path.join(opt_dir, "serverless-torch", "deps.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(deps, f)
     return deps
+
+
+def pack(opt_dir, contents, codec="zlib", frame_bytes=1 << 20, **fields):
+    """Writes the archive and deps.json as the packager does: `contents` is [(path, bytes, mode)],
+    their bytes one stream cut into frames of `frame_bytes`; `fields` override deps.json's.
+    Returns deps.json's content."""
+    stream = b"".join(data if isinstance(data, bytes) else data.encode("utf-8") for _p, data, _m in contents)
+    frames = [stream[at:at + frame_bytes] for at in range(0, len(stream), frame_bytes)]
+    compressed = [compress(codec, frame) for frame in frames]
+    path = os.path.join(opt_dir, "serverless-torch", fields.get("archive", ARCHIVE))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"".join(compressed))
+    listed = [[name, len(data if isinstance(data, bytes) else data.encode("utf-8")), mode] for name, data, mode in contents]
+    defaults = {"codec": codec, "files": listed, "frames": [[len(c), len(f)] for c, f in zip(compressed, frames)],
+                "unpackedBytes": len(stream)}
+    defaults.update(fields)
+    return write_deps(opt_dir, **defaults)
 
 
 FAKE_TORCH = {

@@ -82,7 +82,8 @@ describe('packaging the example service end to end (real CLI, pip, torch 2.13.0)
     const layerZips = fs.readdirSync(path.join(service, '.serverless')).filter((file) => file.startsWith('torch'));
     const members = layerZips.flatMap((file) => zipMembers(path.join(service, '.serverless', file), true));
     assert.ok(members.some((member) => member.endsWith('torch/__init__.py')));
-    assert.ok(members.some((member) => member.endsWith('.parts/torch/lib/libtorch_cpu.so.000')), 'the inner archive is listed too');
+    assert.ok(members.some((member) => /^serverless-torch\/deps-[0-9a-f]{16}\.zst$/.test(member)), 'the zstd archive travels in the packed layer');
+    assert.ok(members.includes('python/zstandard/__init__.py'), 'the zstd decoder ships uncompressed, importable before anything is unpacked');
     // Bytecode ships only when compiled for the runtime's own Python (cpython-311 here).
     for (const bad of [/^(python\/)?(nvidia|triton)[^/]*\//, /libtorch_cuda/, /torch\/test\//, /torch\/include\//, /\.pyi$/, /__pycache__\/(?![^/]+\.cpython-311\.pyc$)/]) {
       assert.ok(!members.some((member) => bad.test(member)), `a member matches ${bad}`);
@@ -118,6 +119,7 @@ describe('packaging the example service end to end (real CLI, pip, torch 2.13.0)
     assert.match(output, /predict \(python3\.11 x86_64, torch 2\.13\.0\+cpu/);
     assert.match(output, /total \/ limit 250\.0 MiB/);
     assert.match(output, /\/tmp at cold start/);
+    assert.match(output, /compressed with zstd level -?\d+: 1 of the dependencies in \d+ frames/);
   });
 
   for (const cli of CLIS) {

@@ -1,7 +1,8 @@
 /**
  * A Runner that records every command and plays pip without running anything: `pip download`
- * drops a torch wheel file into --dest, `pip install --target` lays out a small torch-shaped
- * tree. Tools it does not know (strip, interpreters of other versions) are "not installed".
+ * drops the wheel file asked for (torch or zstandard) into --dest, `pip install --target` lays
+ * out a small torch-shaped tree, with zstandard when its wheel is among the requirements. Tools it
+ * does not know (strip, interpreters of other versions) are "not installed".
  * For unit tests of the stages that run processes.
  */
 import * as fs from 'node:fs';
@@ -42,6 +43,13 @@ export function pipArguments(args: string[]): string[] | null {
   if (args[0] === PIP_FOR_TARGET_SCRIPT) return args.slice(2);
   return null;
 }
+/** What the zstandard wheel installs, relative to --target. */
+export const ZSTANDARD_TREE: Record<string, string> = {
+  'zstandard/__init__.py': 'from .backend_c import *\n',
+  'zstandard/backend_c.cpython-311-x86_64-linux-gnu.so': 'ELF extension module',
+  'zstandard-0.25.0.dist-info/METADATA': 'Name: zstandard\nVersion: 0.25.0\n',
+};
+const ZSTANDARD_WHEEL = 'zstandard-0.25.0-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl';
 
 const ok = (stdout = ''): RunResult => ({ code: 0, stdout, stderr: '' });
 
@@ -49,9 +57,10 @@ function notInstalled(command: string): never {
   throw Object.assign(new Error(`spawn ${command} ENOENT`), { code: 'ENOENT' });
 }
 
-export function recordingRunner(options: { installed?: Record<string, string> } = {}): RecordingRunner {
+export function recordingRunner(options: { installed?: Record<string, string>; zstandardOnIndex?: boolean } = {}): RecordingRunner {
   const calls: RecordedCall[] = [];
   const installed = options.installed ?? INSTALLED_TREE;
+  const zstandardOnIndex = options.zstandardOnIndex ?? true;
   const runner: Runner = async (command, args) => {
     const requirementsFile = args.includes('-r') ? args[args.indexOf('-r') + 1] : null;
     calls.push({ command, args, ...(requirementsFile ? { requirements: fs.readFileSync(requirementsFile, 'utf8') } : {}) });
@@ -63,13 +72,18 @@ export function recordingRunner(options: { installed?: Record<string, string> } 
     if (sub === 'config') return ok('');
     if (sub === 'download') {
       const dest = value('--dest');
+      const zstandard = args.at(-1) === 'zstandard';
+      if (zstandard && !zstandardOnIndex) {
+        return { code: 1, stdout: '', stderr: 'ERROR: Could not find a version that satisfies the requirement zstandard (from versions: none)\nERROR: No matching distribution found for zstandard' };
+      }
       fs.mkdirSync(dest, { recursive: true });
-      fs.writeFileSync(path.join(dest, 'torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl'), 'wheel');
+      fs.writeFileSync(path.join(dest, zstandard ? ZSTANDARD_WHEEL : 'torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl'), 'wheel');
       return ok();
     }
     if (sub === 'install') {
       const target = value('--target');
-      for (const [file, content] of Object.entries(installed)) {
+      const withZstandard = (calls.at(-1)?.requirements ?? '').includes(ZSTANDARD_WHEEL);
+      for (const [file, content] of Object.entries({ ...installed, ...(withZstandard ? ZSTANDARD_TREE : {}) })) {
         fs.mkdirSync(path.dirname(path.join(target, file)), { recursive: true });
         fs.writeFileSync(path.join(target, file), content);
       }

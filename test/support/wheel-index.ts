@@ -44,8 +44,13 @@ export interface FixtureWheels {
   torchWheel: string;
   /** The same bytes under the name torch-2.13.0+cpu-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl. */
   torchWheelRetagged: string;
-  /** torch's dependencies for CPython 3.11 x86_64 (filelock, sympy, ...), sorted by file name. */
+  /** torch's dependencies for CPython 3.11 x86_64 (filelock, sympy, ...) and zstandard, sorted by file name. */
   dependencyWheels: string[];
+}
+
+/** The zstd decoder's wheel among `wheels`: an index without it makes the plugin fall back to zlib. */
+export function isZstandardWheel(wheel: string): boolean {
+  return path.basename(wheel).startsWith('zstandard-');
 }
 
 /**
@@ -85,7 +90,7 @@ export interface WheelIndex {
 
 const CACHE_ROOT = path.join(os.tmpdir(), 'serverless-torch-fixture-wheels');
 // Bump the suffix when the layout of a cache entry changes, so old entries are ignored.
-const CACHE_KEY = `torch-${TORCH_VERSION}-cp311-x86_64-v1`;
+const CACHE_KEY = `torch-${TORCH_VERSION}-cp311-x86_64-v2`;
 const MANIFEST = 'fixture.json';
 // Temporary directories older than this belong to runs that were killed mid-download.
 const STALE_TEMP_MS = 60 * 60 * 1000;
@@ -102,8 +107,8 @@ interface Manifest {
 let preparing: Promise<FixtureWheels> | undefined;
 
 /**
- * torch 2.13.0 and its dependencies for CPython 3.11 x86_64, from pip's configured
- * wheel store, cached under os.tmpdir() across runs.
+ * torch 2.13.0 and its dependencies for CPython 3.11 x86_64, and zstandard (the zstd decoder
+ * the plugin ships), from pip's configured wheel store, cached under os.tmpdir() across runs.
  */
 export function prepareFixtureWheels(): Promise<FixtureWheels> {
   if (!preparing) {
@@ -183,7 +188,7 @@ async function downloadFromStore(dest: string): Promise<void> {
   // Deliberately run with pip's own configuration: on these machines it IS the
   // wheel store (find-links and file:// indexes).
   const args = [
-    '-m', 'pip', 'download', `torch==${TORCH_VERSION}`,
+    '-m', 'pip', 'download', `torch==${TORCH_VERSION}`, 'zstandard',
     '--only-binary=:all:',
     // The host interpreter is CPython 3.11 x86_64, but say so: the cache key promises it.
     '--python-version', '3.11', '--implementation', 'cp', '--abi', 'cp311',

@@ -22,8 +22,6 @@ from typing import Any, Callable, Dict, Optional
 
 from serverless_torch import unpack as _unpack
 
-MB_PER_VCPU = 1769
-
 # Seconds each init phase took in this sandbox (unpack, import, load, handler), for the init
 # line and for bench/cold-start.
 INIT_TIMINGS: Dict[str, float] = {}
@@ -46,11 +44,15 @@ class InitError(RuntimeError):
 
 def torch_threads(memory_mb: Optional[str], cpus: int) -> int:
     """Lambda grants one vCPU per 1,769 MB; more threads than that only contend."""
-    try:
-        by_memory = max(1, int(round(int(memory_mb or "") / float(MB_PER_VCPU))))
-    except ValueError:
-        return cpus
-    return min(by_memory, cpus)
+    return _unpack.vcpus(memory_mb, cpus)
+
+
+def verifies_model() -> bool:
+    """Whether the model's sha256 is checked at init. Not on Lambda itself (the runtime API is
+    there): Lambda checks the function zip it unpacks into a read-only /var/task, and hashing a
+    large model would only add to every cold start (README "Performance"). Everywhere else (invoke
+    local, tests) the file could have changed since packaging, and it is checked."""
+    return not os.environ.get("AWS_LAMBDA_RUNTIME_API")
 
 
 def _put_after_task_root(path: str, task_root: str) -> None:
@@ -222,7 +224,8 @@ def _load_model(torch: Any, task_root: str, model: Optional[Dict[str, Any]], dow
         path = download.path()
     else:
         path = os.path.join(task_root, model["path"])
-        check_digests(path, model)
+        if verifies_model():
+            check_digests(path, model)
     loader = model["loader"]
     if loader == "torchscript":
         return torch.jit.load(path, map_location="cpu").eval()
@@ -374,8 +377,8 @@ def _init() -> Any:
     elif stats["skipped"]:
         unpack_note = "reused %s" % unpacked
     else:
-        unpack_note = "%.2f s (%.1f MiB, %d files, threads %d)" % (
-            stats["seconds"], stats["bytes"] / 2.0 ** 20, stats["files"], stats["workers"])
+        unpack_note = "%.2f s (%.1f MiB, %d files, %s, threads %d)" % (
+            stats["seconds"], stats["bytes"] / 2.0 ** 20, stats["files"], stats["codec"], stats["workers"])
     fetched = ""
     if download is not None and not snapshot:
         from serverless_torch import fetch

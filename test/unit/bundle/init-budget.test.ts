@@ -4,7 +4,7 @@ import { targetPlatform } from '../../../lib/resolve/target';
 
 const MiB = 1024 * 1024;
 // The example service with torch 2.13: libtorch_cpu.so unpacks to /tmp, the model is tiny.
-const example = { functionName: 'predict', tmpBytes: 329 * MiB, modelBytes: 21_000, bytecode: true };
+const example = { functionName: 'predict', tmpBytes: 329 * MiB, codec: 'zstd' as const, modelBytes: 21_000, bytecode: true };
 
 describe('init budget', () => {
   it('scales unpacking with vCPUs and single-threaded import only below one vCPU', () => {
@@ -44,7 +44,8 @@ describe('init budget', () => {
   for (const [memorySize, warns] of [
     [3008, false],
     [1024, false],
-    [512, true],
+    [512, false],
+    [256, true],
     [128, true],
   ] as const) {
     it(`${warns ? 'warns' : 'does not warn'} for the example at ${memorySize} MB`, () => {
@@ -53,9 +54,14 @@ describe('init budget', () => {
     });
   }
 
+  it('counts zlib as the slower codec it is: the example at 512 MB warns with it', () => {
+    assert.ok(estimateInit({ ...example, codec: 'zlib', memorySize: 3008 }).unpack > 2.5 * estimateInit({ ...example, memorySize: 3008 }).unpack);
+    assert.match(initBudgetWarning({ ...example, codec: 'zlib', memorySize: 512 }) ?? '', /unpack 329\.0 MiB \(zlib\)/);
+  });
+
   it('names the estimate, the limit and a memory size that fits', () => {
-    const warning = initBudgetWarning({ ...example, memorySize: 512 })!;
-    assert.match(warning, /^Function "predict": its cold start is estimated at \d+\.\d s at 512 MB/);
+    const warning = initBudgetWarning({ ...example, memorySize: 256 })!;
+    assert.match(warning, /^Function "predict": its cold start is estimated at \d+\.\d s at 256 MB/);
     assert.match(warning, /10 s init limit/);
     const suggested = Number(/Set memorySize to (\d+) MB/.exec(warning)![1]);
     assert.ok(estimateInit({ ...example, memorySize: suggested }).total < 8);

@@ -29,6 +29,7 @@ function service(options: { functionBytes: number; layerBytes: number; tmpBytes:
     compressedBytes: options.tmpBytes,
     libraries: [],
     reservedForFunction: 0,
+    compression: { codec: 'zstd', level: -1, fallback: null, archiveBytes: options.layerBytes / 2, frames: 1, units: ['torch/lib/libtorch_cpu.so'] },
   };
   const layer = (name: string, unzippedBytes: number) => ({ name, layerName: `svc-dev-${name}`, artifact: `/out/${name}.zip`, runtime: 'python3.12', architecture: 'x86_64', description: '', bytes: 1, unzippedBytes });
   return {
@@ -77,10 +78,10 @@ describe('function outputs, from built sizes', () => {
 
   it('warns about the init budget at a small memory size, and not for SnapStart functions', () => {
     const lean = recordingReporter();
-    functionOutput({ fn: fn({ memorySize: 512 }), target, modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), lean);
+    functionOutput({ fn: fn({ memorySize: 256 }), target, modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), lean);
     assert.ok(lean.said.some((message) => /init limit/.test(message)), lean.said.join('\n'));
     const snap = recordingReporter();
-    functionOutput({ fn: fn({ memorySize: 512, snapStart: true }), target, modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), snap);
+    functionOutput({ fn: fn({ memorySize: 256, snapStart: true }), target, modelId: 'm1' }, service({ functionBytes: MiB, layerBytes: 200 * MiB, tmpBytes: 330 * MiB }), snap);
     assert.ok(!snap.said.some((message) => /init limit/.test(message)));
   });
 });
