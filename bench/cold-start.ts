@@ -149,6 +149,7 @@ interface PackagedFunction {
   architecture: string;
   memorySize: number;
   handler: string;
+  environment: Record<string, string>;
   functionZip: string;
   layerZips: string[];
 }
@@ -175,6 +176,8 @@ function readPackaged(service: string, functionName: string): PackagedFunction {
     architecture: fn.architecture ?? provider.architecture ?? 'x86_64',
     memorySize: Number(fn.memorySize ?? provider.memorySize ?? 1024),
     handler: fn.environment?.SERVERLESS_TORCH_HANDLER ?? fn.handler,
+    // SERVERLESS_TORCH_HANDLER and SERVERLESS_TORCH_MODEL (which of the manifest's models is this function's).
+    environment: { ...(provider.environment ?? {}), ...(fn.environment ?? {}) },
     functionZip: path.resolve(service, fn.package.artifact),
     layerZips,
   };
@@ -342,6 +345,7 @@ async function main(): Promise<void> {
     const memory = options.memory ?? fn.memorySize;
     const interpreter = await findInterpreter(targetPlatform(fn.runtime, fn.architecture), runProcess);
     const manifest = JSON.parse(await readZipText(fn.functionZip, 'serverless_torch/manifest.json'));
+    const model = manifest.models?.[fn.environment.SERVERLESS_TORCH_MODEL];
     const event = path.join(service, 'event.json');
     if (!fs.existsSync(event)) throw new Error(`${event} is missing: the bench sends the service's event.json`);
 
@@ -350,7 +354,7 @@ async function main(): Promise<void> {
       const layout = newLayout(work, 'ours');
       await extractZip(fn.functionZip, layout.taskRoot);
       for (const zip of fn.layerZips) await extractZip(zip, layout.optDir);
-      layout.env = { SERVERLESS_TORCH_HANDLER: fn.handler };
+      layout.env = { ...fn.environment, SERVERLESS_TORCH_HANDLER: fn.handler };
       layouts.push(layout);
     }
     if (options.variants.includes('floor')) {
@@ -359,7 +363,7 @@ async function main(): Promise<void> {
       for (const zip of fn.layerZips) await extractZip(zip, layout.optDir);
       if (fs.existsSync(path.join(layout.optDir, 'serverless-torch', 'deps.json'))) await run(interpreter.path, ['-I', DRIVER, 'floor', layout.optDir, layout.taskRoot]);
       await compileBytecode(interpreter, path.join(layout.optDir, 'python'));
-      layout.env = { SERVERLESS_TORCH_HANDLER: fn.handler };
+      layout.env = { ...fn.environment, SERVERLESS_TORCH_HANDLER: fn.handler };
       layouts.push(layout);
     }
     if (options.variants.includes('baseline')) {
@@ -375,8 +379,8 @@ async function main(): Promise<void> {
       fs.rmSync(path.join(layout.taskRoot, 'serverless_torch'), { recursive: true });
       fs.copyFileSync(zip, path.join(layout.taskRoot, '.requirements.zip'));
       fs.copyFileSync(UNZIP_REQUIREMENTS, path.join(layout.taskRoot, 'unzip_requirements.py'));
-      if (!manifest.model?.factory) throw new Error('the baseline driver loads a state dict into the module the factory builds: this model has none');
-      layout.env = { SERVERLESS_TORCH_HANDLER: fn.handler, BENCH_MODEL_PATH: manifest.model.path, BENCH_MODEL_FACTORY: manifest.model.factory };
+      if (!model?.factory) throw new Error('the baseline driver loads a state dict into the module the factory builds: this model has none');
+      layout.env = { SERVERLESS_TORCH_HANDLER: fn.handler, BENCH_MODEL_PATH: model.path, BENCH_MODEL_FACTORY: model.factory };
       layouts.push(layout);
     }
     for (const layout of layouts) await run('chmod', ['-R', 'a-w', path.join(layout.root, 'var'), layout.optDir]);
