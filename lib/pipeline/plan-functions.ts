@@ -60,7 +60,8 @@ function checkFunctionAlone(fn: TorchFunction, contents: FunctionContents): void
     'TORCH_PACKAGE_TOO_LARGE',
     `Function "${fn.name}" is ${bytes.toLocaleString('en-US')} bytes unzipped before any dependency ` +
       `(models ${contents.modelBytes.toLocaleString('en-US')}${knownLayerBytes(fn.userLayers) ? `, its own layers ${knownLayerBytes(fn.userLayers).toLocaleString('en-US')}` : ''}), over Lambda's limit of ` +
-      `${UNZIPPED_LIMIT.toLocaleString('en-US')} bytes for code plus layers. Shrink the model (quantize: dynamic, or a ` +
+      `${UNZIPPED_LIMIT.toLocaleString('en-US')} bytes for code plus layers. ` +
+      `${contents.modelBytes ? 'Let the model travel in S3 (model store: auto or s3), shrink' : 'Shrink'} the model (quantize: dynamic, or a ` +
       'smaller architecture), leave files out with package.patterns, or deploy a container image (up to 10 GB).',
   );
 }

@@ -86,7 +86,8 @@ export async function buildTargetLayers(options: {
       throw new TorchError(
         error.code,
         `Function "${largest.fn.name}" has a ${formatBytes(largest.contents.unzippedBytes)} package of its own (models ` +
-          `${formatBytes(largest.contents.modelBytes)}), which leaves torch too little room. ${error.message}`,
+          `${formatBytes(largest.contents.modelBytes)}), which leaves torch too little room. ${error.message}` +
+          (largest.contents.modelBytes ? '\nA model that does not fit beside torch can travel in S3: set the model\'s store to auto or s3.' : ''),
         { cause: error },
       );
     }

@@ -31,7 +31,8 @@ function unzippedBytes(zips: string[]): number {
 async function runInLambdaLayout(service: string, event: unknown): Promise<{ result: any; stderr: string }> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'lambda-layout-'));
   try {
-    const layout = await layOutPackaged(packagedFunction(service, 'predict'), root, TEST_CACHE);
+    const packaged = packagedFunction(service, 'predict');
+    const layout = await layOutPackaged(packaged, root, TEST_CACHE);
     execFileSync('chmod', ['-R', 'a-w', layout.taskRoot]);
     const stderrFile = path.join(root, 'stderr');
     const out = execFileSync('python3.11', ['-I', '-S', path.join(LOCAL_SCRIPTS_DIR, 'invoke_local.py')], {
@@ -41,7 +42,8 @@ async function runInLambdaLayout(service: string, event: unknown): Promise<{ res
         LAMBDA_TASK_ROOT: layout.taskRoot,
         SERVERLESS_TORCH_OPT_DIR: layout.optDir,
         SERVERLESS_TORCH_TMP_DIR: layout.tmpDir,
-        SERVERLESS_TORCH_HANDLER: 'handler.predict',
+        // The function's own environment: its handler and which of the manifest's models is its own.
+        ...packaged.environment,
         SERVERLESS_TORCH_RESULT_FD: '1',
         AWS_LAMBDA_FUNCTION_MEMORY_SIZE: '3008',
       },

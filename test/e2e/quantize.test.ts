@@ -69,7 +69,7 @@ describe('quantize: dynamic end to end (real CLI, torch 2.13.0)', function () {
   });
 
   it('reports the size before and after, the output difference and the latency of each', () => {
-    assert.match(firstPackage, /model \(state_dict, int8\)/);
+    assert.match(firstPackage, /model model\/model\.pt \(state_dict, int8\)/);
     assert.match(firstPackage, /quantize: dynamic \(int8 2 Linear\): model 20\.9 KiB → 8\.5 KiB, 2\.5x smaller/);
     assert.match(
       firstPackage,
