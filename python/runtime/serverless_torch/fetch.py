@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from http.client import HTTPException
 from typing import Any, Dict, List, Optional, Tuple
 
+from serverless_torch.unpack import pid_alive
+
 MODELS_DIR = os.path.join("serverless-torch", "models")
 TEMP_PREFIX = ".download-"
 MARKER_SUFFIX = ".verified"
@@ -228,18 +230,6 @@ def _write_marker(directory: str, spec: Dict[str, Any]) -> None:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def remove_stale_temporaries(models_dir: str) -> None:
     """Best effort: a download killed mid-way leaves a temporary file that would fill /tmp."""
     try:
@@ -258,7 +248,7 @@ def remove_stale_temporaries(models_dir: str) -> None:
                 pid = int(name[len(TEMP_PREFIX):].split("-")[0])
             except ValueError:
                 continue
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 _remove(os.path.join(models_dir, sha, name))
 
 

@@ -398,7 +398,8 @@ def load_libraries(unpacked_dir: str, manifest: Dict[str, Any]) -> List[ctypes.C
 
 # ---- publishing: a complete directory appears by rename, or nothing does ----
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether another process of this id runs (this process's own id counts as gone: its work is over)."""
     if pid == os.getpid():
         return False
     try:
@@ -424,7 +425,7 @@ def _remove_stale(base: str, key: str) -> None:
             pid = int(name[len(prefix):].split(".")[0])
         except ValueError:
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
