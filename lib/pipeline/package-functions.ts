@@ -15,6 +15,15 @@ import { storeModels } from './store-models';
 import { LayerNaming, buildTargetLayers } from './target-layers';
 import { PackageOutput, TorchFunction } from './types';
 
+export interface PackageOptions {
+  config: ResolvedConfig;
+  functions: TorchFunction[];
+  naming: LayerNaming;
+  outputDir: string;
+  runner: Runner;
+  reporter: Reporter;
+}
+
 /**
  * Builds everything a deploy of the torch functions needs, into `outputDir`, as a list of stages.
  * Nothing here touches the framework: the plugin class writes the result back into the service in
@@ -22,14 +31,7 @@ import { PackageOutput, TorchFunction } from './types';
  * Lambda's limit beside the dependencies: then, measured, it goes to S3 (largest first) and the
  * stages run again, from the cache.
  */
-export async function packageTorchFunctions(options: {
-  config: ResolvedConfig;
-  functions: TorchFunction[];
-  naming: LayerNaming;
-  outputDir: string;
-  runner: Runner;
-  reporter: Reporter;
-}): Promise<PackageOutput> {
+export async function packageTorchFunctions(options: PackageOptions): Promise<PackageOutput> {
   const { config, functions, reporter } = options;
   const cache = openCache(config.cacheDir);
   const checked = await preflight({ config, functions, reporter });
@@ -59,17 +61,7 @@ function modelToMove(error: unknown, models: ServiceModels, inS3: Set<string>): 
 }
 
 /** The stages, with the models in `inS3` traveling in S3. */
-async function packageWith(options: {
-  config: ResolvedConfig;
-  functions: TorchFunction[];
-  naming: LayerNaming;
-  outputDir: string;
-  runner: Runner;
-  reporter: Reporter;
-  cache: CacheLayout;
-  checked: Preflight;
-  inS3: Set<string>;
-}): Promise<PackageOutput> {
+async function packageWith(options: PackageOptions & { cache: CacheLayout; checked: Preflight; inS3: Set<string> }): Promise<PackageOutput> {
   const { config, functions, naming, outputDir, runner, reporter, cache, checked, inS3 } = options;
   const plan = planFunctions({ config, functions, models: checked.models, inS3, reporter });
   const trees = await resolveTrees({ config, targets: plan.targets, requirements: checked.requirements, models: checked.models, cache, runner, reporter });
