@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from http.client import HTTPException
 from typing import Any, Dict, List, Optional, Tuple
 
+from serverless_torch.errors import InitError
 from serverless_torch.unpack import pid_alive
 
 MODELS_DIR = os.path.join("serverless-torch", "models")
@@ -92,16 +93,6 @@ S3_ERRORS_DENIED = ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "
 S3_ERRORS_TRANSIENT = ("SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                        "InternalError", "ServiceUnavailable", "RequestLimitExceeded")
 CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError")
-
-
-class InitError(RuntimeError):
-    """The function cannot start; `code` names the failure. Shaped like shim.InitError, so that the
-    shim can raise this one class for every init failure."""
-
-    def __init__(self, code: str, message: str) -> None:
-        # The code leads the message: Lambda's log and the invoke's errorMessage show only str(error).
-        super(InitError, self).__init__("[%s] %s" % (code, message))
-        self.code = code
 
 
 class _Stop(Exception):

@@ -21,6 +21,7 @@ import warnings
 from typing import Any, Callable, Dict, Optional
 
 from serverless_torch import unpack as _unpack
+from serverless_torch.errors import InitError
 
 # Seconds each init phase took in this sandbox (unpack, import, load, handler), for the init
 # line and for bench/cold-start.
@@ -31,15 +32,6 @@ SNAP_START_INIT = "snap-start"
 
 # The manifest format this shim reads (lib/bundle/function-package.ts writes it).
 MANIFEST_FORMAT = 2
-
-
-class InitError(RuntimeError):
-    """The packaged function is inconsistent; `code` names the failure."""
-
-    def __init__(self, code: str, message: str) -> None:
-        # The code leads the message: Lambda's log and the invoke's errorMessage show only str(error).
-        super(InitError, self).__init__("[%s] %s" % (code, message))
-        self.code = code
 
 
 def torch_threads(memory_mb: Optional[str], cpus: int) -> int:
