@@ -222,9 +222,6 @@ class ServerlessTorch {
    * function never ships node_modules, so the plugin asks for the patterns alone.
    */
   private async packagedFiles(packager: any, functionPackage: { exclude?: string[]; include?: string[]; patterns?: string[] } | null): Promise<string[]> {
-    if (typeof packager.resolveFilePathsFromPatterns !== 'function') {
-      throw new Error("The framework's Package plugin has no resolveFilePathsFromPatterns: this serverless version is not supported");
-    }
     return packager.resolveFilePathsFromPatterns({
       exclude: packager.getExcludes(functionPackage?.exclude ?? [], true),
       include: packager.getIncludes(functionPackage ? [...(functionPackage.include ?? []), ...(functionPackage.patterns ?? [])] : undefined),
